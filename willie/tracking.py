@@ -1,0 +1,98 @@
+"""MLflow tracking shared by every stage: one run per stage execution.
+
+The store is `MLFLOW_TRACKING_URI` when set, else `sqlite:///<workspace>/mlflow.db`, where the
+workspace is the real project directory — also when DVC runs an experiment in a temporary copy
+under `<workspace>/.dvc/tmp/exps/` (`dvc exp run --temp` / `--queue`), so every run lands in the
+one store that `mlflow ui` reads. Artifacts go to `<workspace>/mlartifacts/`, an absolute path
+fixed when the experiment is created (MLflow's default is relative to the working directory).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import ActiveRun
+
+EXPERIMENT = "willie"
+_TEMP_EXPERIMENT_DIR = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+
+
+def workspace_root(start: str | os.PathLike[str] | None = None) -> Path:
+    """The real project directory, seen through DVC's temporary experiment copies."""
+    here = Path(start or os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+    text = str(here) + os.sep
+    if _TEMP_EXPERIMENT_DIR in text:
+        return Path(text.split(_TEMP_EXPERIMENT_DIR, 1)[0])
+    return here
+
+
+def tracking_uri(workspace: Path | None = None) -> str:
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    return f"sqlite:///{(workspace or workspace_root()) / 'mlflow.db'}"
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}, 'c': [1, 2]} → {'a.b': 1, 'c': '[1, 2]'}: MLflow params are flat strings."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _experiment_id(client: Any, workspace: Path) -> str:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    import mlflow.exceptions
+
+    try:
+        return client.create_experiment(
+            EXPERIMENT, artifact_location=(workspace / "mlartifacts").as_uri()
+        )
+    except mlflow.exceptions.MlflowException:
+        # Another stage created it between our lookup and our create.
+        return client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+@contextmanager
+def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[ActiveRun]:
+    """Open the MLflow run of one stage execution, tagged and with its params logged.
+
+    Inside the block use `mlflow.log_metric(s)` / `mlflow.log_artifact` as usual. The run ends
+    FINISHED, or FAILED when the block raises.
+    """
+    import mlflow
+
+    workspace = workspace_root()
+    mlflow.set_tracking_uri(tracking_uri(workspace))
+    experiment_id = _experiment_id(mlflow.MlflowClient(), workspace)
+    tags = {"stage": stage, "mlflow.source.name": f"willie {stage}"}
+    if commit := git_commit(Path.cwd()):
+        tags["git_commit"] = tags["mlflow.source.git.commit"] = commit
+    if exp_name := os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = exp_name
+    run_name = f"{stage} ({exp_name})" if exp_name else stage
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        mlflow.log_params({k: str(v) for k, v in flatten(params).items()})
+        yield run

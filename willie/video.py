@@ -1,0 +1,188 @@
+"""Video I/O through PyAV: probing, fast grayscale decoding, H.264 encoding.
+
+Decoding runs crop → area resize → grayscale inside an FFmpeg filter graph, in C, so the
+per-frame cost stays close to the bare decode (see `bench/bench_preprocess.py`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from willie.atomic import atomic_path
+from willie.errors import WillieError
+
+
+class VideoError(WillieError):
+    """A file that is missing, not a video, truncated or otherwise undecodable."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int  # from the container; 0 where it does not say
+    duration_s: float
+    codec: str
+
+
+@dataclass(frozen=True)
+class Box:
+    """A crop rectangle in pixels: columns x..x+width, rows y..y+height."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    time_s: float  # presentation time in the source
+    pixels: np.ndarray  # [H, W] uint8, full-range gray
+
+
+def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: not a readable video ({e})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: has no video stream")
+    return container
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read the stream's properties and decode its first frame (so a non-video fails here)."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            next(container.decode(stream))
+        except (StopIteration, av.error.FFmpegError) as e:
+            raise VideoError(f"{path}: no decodable video frame ({e or 'empty stream'})") from None
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        else:
+            duration = (container.duration or 0) / av.time_base
+        return VideoInfo(
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=fps,
+            frames=stream.frames or round(duration * fps),
+            duration_s=duration,
+            codec=stream.codec_context.name,
+        )
+
+
+# Limited ("MPEG", 16..235) luma → full-range gray, applied to the small output frames.
+_LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+
+
+def _luma_is_limited(stream: av.video.stream.VideoStream) -> bool:
+    ctx = stream.codec_context
+    # Unspecified range means limited for YUV video; yuvj* formats are full range.
+    return not ctx.format.name.startswith("yuvj") and int(ctx.color_range or 1) != 2
+
+
+def _filter_graph(
+    stream: av.video.stream.VideoStream, crop: Box | None, size: tuple[int, int] | None
+) -> av.filter.Graph:
+    """crop → area scale on the luma plane alone (a third of the pixels of converting first)."""
+    graph = av.filter.Graph()
+    chain = [graph.add_buffer(template=stream)]
+    is_yuv = stream.codec_context.format.name.startswith(("yuv", "nv"))
+    chain.append(graph.add("extractplanes", "y") if is_yuv else graph.add("format", "pix_fmts=gray"))
+    if crop is not None:
+        chain.append(graph.add("crop", f"w={crop.width}:h={crop.height}:x={crop.x}:y={crop.y}"))
+    if size is not None:
+        chain.append(graph.add("scale", f"w={size[1]}:h={size[0]}:flags=area"))
+    chain.append(graph.add("buffersink"))
+    for a, b in zip(chain, chain[1:], strict=False):
+        a.link_to(b)
+    graph.configure()
+    return graph
+
+
+def iter_gray_frames(
+    path: str | os.PathLike[str],
+    *,
+    crop: Box | None = None,
+    size: tuple[int, int] | None = None,
+    keyframes_after: int | None = None,
+    max_frames: int | None = None,
+) -> Iterator[Frame]:
+    """Decode frames as full-range gray, optionally cropped then area-resized to (H, W).
+
+    `keyframes_after=n` decodes the first n frames, then only keyframes: a cheap sample of a
+    whole film. Raises VideoError when the stream is corrupt or ends far short of its
+    declared length.
+    """
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        graph = _filter_graph(stream, crop, size)
+        expand = _LIMITED_TO_FULL if _luma_is_limited(stream) else None
+        decoded = 0
+        try:
+            for frame in container.decode(stream):
+                graph.push(frame)
+                pixels = graph.pull().to_ndarray()
+                yield Frame(
+                    time_s=float(frame.time or 0.0),
+                    pixels=expand[pixels] if expand is not None else pixels,
+                )
+                decoded += 1
+                if decoded == keyframes_after:
+                    stream.codec_context.skip_frame = "NONKEY"
+                if decoded == max_frames:
+                    return
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{path}: corrupt video after {decoded} frames ({e})") from None
+        declared = stream.frames
+        if keyframes_after is None and declared and decoded < 0.9 * declared:
+            raise VideoError(
+                f"{path}: truncated video, decoded {decoded} of {declared} declared frames"
+            )
+
+
+def write_mp4(
+    path: str | os.PathLike[str],
+    frames: Iterable[np.ndarray],
+    fps: int | Fraction = 24,
+    *,
+    crf: int = 18,
+) -> int:
+    """Encode [H, W] uint8 gray frames as H.264 (yuv420p, plays everywhere); atomic.
+
+    Returns the number of frames written.
+    """
+    count = 0
+    with atomic_path(path) as temp, av.open(str(temp), mode="w", format="mp4") as container:
+        stream = None
+        for pixels in frames:
+            if stream is None:
+                height, width = pixels.shape
+                stream = container.add_stream("libx264", rate=Fraction(fps))
+                stream.width, stream.height = width, height
+                stream.pix_fmt = "yuv420p"
+                # Deterministic output: frame threads in x264 make bits depend on timing.
+                stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="gray")
+            container.mux(stream.encode(frame))
+            count += 1
+        if stream is None:
+            raise VideoError(f"{path}: no frames to write")
+        container.mux(stream.encode(None))
+    return count
