@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from willie.errors import WillieError
 
@@ -57,19 +65,28 @@ class DataConfig(Section):
         return self
 
 
-def _check_divisible_by_8(value: int) -> int:
-    if value < 8 or value % 8:
+def _height_width(size: Any) -> tuple[int, int]:
+    """An int (square) or [height, width], each a positive multiple of 8."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    if (
+        not isinstance(size, (list, tuple))
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+    ):
+        raise ValueError("must be an int or [height, width] of ints")
+    if any(v < 8 or v % 8 for v in size):
         raise ValueError(
-            f"must be a positive multiple of 8 (the tokenizer downsamples 8×), got {value}"
+            "height and width must each be a positive multiple of 8 (the tokenizer downsamples 8×)"
         )
-    return value
+    return (size[0], size[1])
 
 
 class PreprocessConfig(Section):
     """`preprocess`: decoded film → Arrow clip shards (the `preprocess` stage)."""
 
-    size: int | tuple[int, int] = Field(
-        128, description="output frame size: an int (square) or [height, width]"
+    size: Annotated[tuple[int, int], BeforeValidator(_height_width)] = Field(
+        (128, 128), description="stored frame size: an int (square) or [height, width]"
     )
     clip_frames: int = Field(17, description="frames per clip, 1 + 4k")
     stride: int = Field(8, ge=1, description="frames between the starts of consecutive clips")
@@ -81,13 +98,6 @@ class PreprocessConfig(Section):
     )
     black_level: int = Field(24, ge=0, le=128, description="max brightness of letterbox bars")
     shard_clips: int = Field(256, ge=1, description="clips per Arrow shard")
-
-    @field_validator("size")
-    @classmethod
-    def _size_multiple_of_8(cls, size: int | tuple[int, int]) -> int | tuple[int, int]:
-        if isinstance(size, int):
-            return _check_divisible_by_8(size)
-        return (_check_divisible_by_8(size[0]), _check_divisible_by_8(size[1]))
 
     @field_validator("clip_frames")
     @classmethod
@@ -102,7 +112,7 @@ class PreprocessConfig(Section):
     @property
     def frame_size(self) -> tuple[int, int]:
         """(height, width) of the stored frames."""
-        return (self.size, self.size) if isinstance(self.size, int) else self.size
+        return self.size
 
 
 SECTIONS: dict[str, type[Section]] = {"data": DataConfig, "preprocess": PreprocessConfig}

@@ -6,6 +6,7 @@ per-frame cost stays close to the bare decode (see `bench/bench_preprocess.py`).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -103,13 +104,15 @@ def _filter_graph(
     graph = av.filter.Graph()
     chain = [graph.add_buffer(template=stream)]
     is_yuv = stream.codec_context.format.name.startswith(("yuv", "nv"))
-    chain.append(graph.add("extractplanes", "y") if is_yuv else graph.add("format", "pix_fmts=gray"))
+    chain.append(
+        graph.add("extractplanes", "y") if is_yuv else graph.add("format", "pix_fmts=gray")
+    )
     if crop is not None:
         chain.append(graph.add("crop", f"w={crop.width}:h={crop.height}:x={crop.x}:y={crop.y}"))
     if size is not None:
         chain.append(graph.add("scale", f"w={size[1]}:h={size[0]}:flags=area"))
     chain.append(graph.add("buffersink"))
-    for a, b in zip(chain, chain[1:], strict=False):
+    for a, b in itertools.pairwise(chain):
         a.link_to(b)
     graph.configure()
     return graph

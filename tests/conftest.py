@@ -1,0 +1,25 @@
+"""Shared fixtures: the real footage beside the checkout, and a small synthetic film."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CLIP = REPO.parent / "shared" / "data" / "steamboat_willie_opening.mp4"
+
+
+@pytest.fixture(scope="session")
+def shared_clip() -> Path:
+    """7 s of the real film (640×480 pillarboxed, 29.97 fps); never copied into the project."""
+    if not SHARED_CLIP.is_file():
+        pytest.skip(f"real footage not available: {SHARED_CLIP} is absent (../shared missing)")
+    return SHARED_CLIP
+
+
+@pytest.fixture(autouse=True)
+def isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test logs to its own MLflow store and download cache, never the workspace's."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("WILLIE_CACHE_DIR", str(tmp_path / "cache"))

@@ -1,0 +1,274 @@
+"""The `preprocess` stage: the raw film → train/val Arrow clip shards.
+
+decode (PyAV, gray) → crop the black bars → area-resize to `preprocess.size` → drop the
+duplicates that re-timing 24 fps film to 29.97 fps video inserted → split at scene cuts →
+cut `clip_frames`-frame clips with `stride`, never across a cut → split train/val by scene.
+
+Bars are found on sample frames (keyframes across the film plus its first seconds), so the
+film is decoded once, with crop and resize done inside FFmpeg's filter graph.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from willie.atomic import atomic_path, read_json, write_json
+from willie.config import PreprocessConfig
+from willie.errors import WillieError
+from willie.shards import ClipRow, ClipShardWriter
+from willie.video import Box, VideoError, VideoInfo, iter_gray_frames, probe
+
+PROBE_FRAMES = 8  # frames from the start, besides keyframes, used to find the bars
+BAR_MARGIN = 2  # pixels shaved inside the detected picture: its edge is anti-aliased into the bar
+RETIME_MIN_RATIO = 1.05  # below this source/target fps ratio no frames are dropped
+CUT_CONTRAST = 3.0  # a cut's frame difference is this many times its neighbours' mean
+
+
+@dataclass(frozen=True)
+class Clip:
+    scene: int
+    start: int  # index of the first frame in the kept (target fps) sequence
+
+
+def detect_picture_box(path: Path, info: VideoInfo, black_level: int) -> Box:
+    """The picture inside letterbox/pillarbox bars: the span of rows and columns whose mean
+    brightness over sample frames exceeds `black_level`.
+
+    Samples are the keyframes (spread over the whole film) and the first few frames, decoded
+    at half resolution: bars are found to ±2 pixels, which `BAR_MARGIN` covers, at a small
+    fraction of the cost of the main decode.
+    """
+    half = (info.height // 2, info.width // 2)
+    frames = iter_gray_frames(path, size=half, keyframes_after=PROBE_FRAMES)
+    samples = [f.pixels for f in frames]
+    mean = np.stack(samples).mean(axis=0, dtype=np.float32)  # [H/2, W/2]
+
+    def span(profile: np.ndarray, length: int) -> tuple[int, int]:
+        bright = np.flatnonzero(profile > black_level)
+        if len(bright) == 0:
+            return 0, length  # a black film: nothing to crop
+        lo, hi = 2 * int(bright[0]), 2 * (int(bright[-1]) + 1)
+        if lo > 0:
+            lo += BAR_MARGIN
+        if hi < length:
+            hi -= BAR_MARGIN
+        return lo, min(hi, length)
+
+    x0, x1 = span(mean.mean(axis=0), info.width)
+    y0, y1 = span(mean.mean(axis=1), info.height)
+    return Box(x=x0, y=y0, width=x1 - x0, height=y1 - y0)
+
+
+def fit_aspect(box: Box, size: tuple[int, int]) -> Box:
+    """Center-crop `box` to the aspect ratio of `size` (height, width)."""
+    want = size[1] / size[0]
+    if box.width / box.height > want:
+        width = round(box.height * want)
+        return Box(box.x + (box.width - width) // 2, box.y, width, box.height)
+    height = round(box.width / want)
+    return Box(box.x, box.y + (box.height - height) // 2, box.width, height)
+
+
+def frame_differences(frames: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """d[j] = mean |frames[order[j]] − frames[order[j−1]]| / 255, d[0] = inf.
+
+    frames: [N, H, W] uint8; order defaults to all frames in sequence.
+    """
+    order = np.arange(len(frames)) if order is None else order
+    d = np.full(len(order), np.inf)
+    for j in range(1, len(order)):
+        a, b = frames[order[j - 1]], frames[order[j]]
+        absdiff = np.maximum(a, b)
+        absdiff -= np.minimum(a, b)  # |a − b| without widening uint8
+        d[j] = absdiff.sum(dtype=np.uint32)
+    d[1:] /= 255 * frames[0].size
+    return d
+
+
+def retime(d: np.ndarray, source_fps: float, target_fps: float) -> np.ndarray:
+    """Indices of the frames to keep so that `source_fps` video plays at the film's rate.
+
+    Re-timing 24 → 29.97 fps repeats one frame in every ~5. We drop exactly the number of
+    frames the rate ratio implies, one per block of source frames, choosing in each block the
+    frame closest to its predecessor — the repeat. Counting rather than thresholding matters:
+    animation held on twos has legitimately identical consecutive frames, which must stay.
+    """
+    n = len(d)
+    if source_fps < target_fps * RETIME_MIN_RATIO:
+        return np.arange(n)
+    drops = n - round(n * target_fps / source_fps)
+    if drops <= 0:
+        return np.arange(n)
+    bounds = np.round(np.linspace(0, n, drops + 1)).astype(int)
+    dropped = [lo + int(np.argmin(d[lo:hi])) for lo, hi in itertools.pairwise(bounds)]
+    return np.setdiff1d(np.arange(n), dropped)
+
+
+def detect_cuts(d: np.ndarray, threshold: float, window: int = 2) -> np.ndarray:
+    """Indices i where a new shot starts at frame i.
+
+    A cut is a frame difference above `threshold` that also stands out `CUT_CONTRAST`× from
+    the mean of its `window` neighbours on each side: a sustained burst of fast motion does
+    not, a hard cut between two shots does (the adaptive rule of PySceneDetect).
+    """
+    finite = np.where(np.isfinite(d), d, 0.0)
+    cuts = []
+    for i in np.flatnonzero(finite > threshold):
+        lo, hi = max(1, i - window), min(len(d), i + window + 1)
+        neighbours = np.delete(finite[lo:hi], i - lo)
+        if len(neighbours) == 0 or finite[i] > CUT_CONTRAST * neighbours.mean():
+            cuts.append(int(i))
+    return np.asarray(cuts, dtype=int)
+
+
+def clip_starts(lo: int, hi: int, clip_frames: int, stride: int) -> list[int]:
+    """Starts of the clips of frames [lo, hi)."""
+    return list(range(lo, hi - clip_frames + 1, stride))
+
+
+def split_clips(
+    scenes: list[tuple[int, int]], cfg: PreprocessConfig
+) -> tuple[list[Clip], list[Clip], str]:
+    """Train and val clips, split by scene (shuffled with `cfg.seed`) — or, when only one scene
+    is long enough for a clip, by time within it (val = its last `val_fraction`)."""
+    T, stride = cfg.clip_frames, cfg.stride
+    per_scene = {
+        s: [Clip(s, start) for start in clip_starts(lo, hi, T, stride)]
+        for s, (lo, hi) in enumerate(scenes)
+    }
+    usable = [s for s, clips in per_scene.items() if clips]
+    if not usable:
+        raise WillieError(
+            f"no scene is long enough for one clip of preprocess.clip_frames={T} frames "
+            f"(longest scene: {max(hi - lo for lo, hi in scenes)} frames); use a longer video "
+            "or a smaller clip_frames"
+        )
+    total = sum(len(per_scene[s]) for s in usable)
+    if len(usable) >= 2:
+        order = np.random.default_rng(cfg.seed).permutation(usable)
+        val_scenes: list[int] = []
+        val_count = 0
+        for s in order[:-1]:  # the last scene always stays in train
+            if val_count >= cfg.val_fraction * total:
+                break
+            val_scenes.append(int(s))
+            val_count += len(per_scene[s])
+        train = [c for s in usable if s not in val_scenes for c in per_scene[s]]
+        val = [c for s in sorted(val_scenes) for c in per_scene[s]]
+        return train, val, "by_scene"
+
+    (s,) = usable
+    lo, hi = scenes[s]
+    val_start = min(hi - round(cfg.val_fraction * (hi - lo)), hi - T)
+    train = [Clip(s, x) for x in clip_starts(lo, val_start, T, stride)]
+    val = [Clip(s, x) for x in clip_starts(val_start, hi, T, stride)]
+    if not train:
+        raise WillieError(
+            f"the video has one scene of {hi - lo} frames: too short to split by time into "
+            f"train and val clips of {T} frames (needs at least {2 * T}); use a longer video"
+        )
+    return train, val, "by_time"
+
+
+def decode(video: Path, box: Box, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, float]:
+    """All frames, cropped and resized: ([N, H, W] uint8, [N] source times, decode seconds)."""
+    started = time.perf_counter()
+    frames, times = [], []
+    for frame in iter_gray_frames(video, crop=box, size=size):
+        frames.append(frame.pixels)
+        times.append(frame.time_s)
+    seconds = time.perf_counter() - started
+    if not frames:
+        raise VideoError(f"{video}: no frames decoded")
+    return np.stack(frames), np.asarray(times), seconds
+
+
+def raw_video(raw_dir: Path) -> tuple[Path, dict]:
+    manifest_path = raw_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise WillieError(f"{manifest_path} not found: run `willie download` first")
+    manifest = read_json(manifest_path)
+    return raw_dir / manifest["file"], manifest
+
+
+def run_preprocess(
+    cfg: PreprocessConfig,
+    raw_dir: str | Path = "data/raw",
+    out_dir: str | Path = "data/clips",
+) -> dict:
+    """Write `out_dir/{train,val}/shard-*.arrow` and `out_dir/manifest.json`; return metrics."""
+    started = time.perf_counter()
+    video, raw_manifest = raw_video(Path(raw_dir))
+    info = probe(video)
+    size = cfg.frame_size
+    picture = detect_picture_box(video, info, cfg.black_level)
+    box = fit_aspect(picture, size)
+
+    frames, times, decode_s = decode(video, box, size)
+    keep = retime(frame_differences(frames), info.fps, cfg.fps)
+    decoded = len(frames)
+    cuts = detect_cuts(frame_differences(frames, keep), cfg.cut_threshold)
+    frames, times = frames[keep], times[keep]
+    if len(frames) < cfg.clip_frames:
+        raise WillieError(
+            f"{video}: {len(frames)} frames after re-timing, shorter than one clip of "
+            f"preprocess.clip_frames={cfg.clip_frames}"
+        )
+
+    bounds = [0, *cuts.tolist(), len(frames)]
+    scenes = list(itertools.pairwise(bounds))
+    train, val, split_rule = split_clips(scenes, cfg)
+
+    T = cfg.clip_frames
+    clip_shape = (T, *size)
+    shards: dict[str, list[str]] = {}
+    with atomic_path(out_dir) as temp:
+        for split, clips in (("train", train), ("val", val)):
+            with ClipShardWriter(temp / split, clip_shape, cfg.shard_clips) as writer:
+                for clip in clips:
+                    span = slice(clip.start, clip.start + T)
+                    writer.add(
+                        ClipRow(
+                            frames[span],
+                            clip.scene,
+                            float(times[clip.start]),
+                            np.arange(clip.start, clip.start + T),
+                        )
+                    )
+            shards[split] = [p.name for p in writer.paths]
+        manifest = {
+            "source": {k: raw_manifest.get(k) for k in ("source", "file", "sha256")},
+            "fps": cfg.fps,
+            "source_fps": info.fps,
+            "clip_shape": list(clip_shape),
+            "dtype": "uint8",
+            "stride": cfg.stride,
+            "crop_box": {"picture": vars(picture), "used": vars(box)},
+            "frames_decoded": decoded,
+            "frames_kept": len(frames),
+            "scenes": [{"start": lo, "end": hi} for lo, hi in scenes],
+            "split_rule": split_rule,
+            "split_seed": cfg.seed,
+            "val_fraction": cfg.val_fraction,
+            "clips": {"train": len(train), "val": len(val)},
+            "shards": shards,
+        }
+        write_json(temp / "manifest.json", manifest)
+
+    seconds = time.perf_counter() - started
+    return {
+        "frames_decoded": decoded,
+        "frames_kept": len(frames),
+        "duplicates_dropped": decoded - len(frames),
+        "scenes": len(scenes),
+        "clips_train": len(train),
+        "clips_val": len(val),
+        "decode_fps": round(decoded / decode_s, 1),
+        "stage_fps": round(decoded / seconds, 1),
+        "seconds": round(seconds, 3),
+    }
