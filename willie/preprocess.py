@@ -21,9 +21,9 @@ from willie.atomic import atomic_path, read_json, write_json
 from willie.config import PreprocessConfig
 from willie.errors import WillieError
 from willie.shards import ClipRow, ClipShardWriter
-from willie.video import Box, VideoError, VideoInfo, iter_gray_frames, probe
+from willie.video import Box, VideoError, VideoInfo, iter_gray_frames, probe, sample_gray_frames
 
-PROBE_FRAMES = 8  # frames from the start, besides keyframes, used to find the bars
+PROBE_FRAMES = 6  # frames from the start, besides keyframes, used to find the bars
 BAR_MARGIN = 2  # pixels shaved inside the detected picture: its edge is anti-aliased into the bar
 RETIME_MIN_RATIO = 1.05  # below this source/target fps ratio no frames are dropped
 CUT_CONTRAST = 3.0  # a cut's frame difference is this many times its neighbours' mean
@@ -44,8 +44,7 @@ def detect_picture_box(path: Path, info: VideoInfo, black_level: int) -> Box:
     fraction of the cost of the main decode.
     """
     half = (info.height // 2, info.width // 2)
-    frames = iter_gray_frames(path, size=half, keyframes_after=PROBE_FRAMES)
-    samples = [f.pixels for f in frames]
+    samples = sample_gray_frames(path, first=PROBE_FRAMES, size=half)
     mean = np.stack(samples).mean(axis=0, dtype=np.float32)  # [H/2, W/2]
 
     def span(profile: np.ndarray, length: int) -> tuple[int, int]:

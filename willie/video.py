@@ -123,23 +123,27 @@ def iter_gray_frames(
     *,
     crop: Box | None = None,
     size: tuple[int, int] | None = None,
-    keyframes_after: int | None = None,
+    start_s: float = 0.0,
     max_frames: int | None = None,
 ) -> Iterator[Frame]:
     """Decode frames as full-range gray, optionally cropped then area-resized to (H, W).
 
-    `keyframes_after=n` decodes the first n frames, then only keyframes: a cheap sample of a
-    whole film. Raises VideoError when the stream is corrupt or ends far short of its
-    declared length.
+    `start_s` seeks to the keyframe before that time and skips to it (random access into a
+    video, as a loader without preprocessed shards must do). Raises VideoError when the
+    stream is corrupt or ends far short of its declared length.
     """
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         graph = _filter_graph(stream, crop, size)
         expand = _LIMITED_TO_FULL if _luma_is_limited(stream) else None
+        if start_s > 0:
+            container.seek(int(start_s / stream.time_base), stream=stream, backward=True)
         decoded = 0
         try:
             for frame in container.decode(stream):
+                if frame.time is not None and frame.time < start_s - 1e-3:
+                    continue
                 graph.push(frame)
                 pixels = graph.pull().to_ndarray()
                 yield Frame(
@@ -147,17 +151,43 @@ def iter_gray_frames(
                     pixels=expand[pixels] if expand is not None else pixels,
                 )
                 decoded += 1
-                if decoded == keyframes_after:
-                    stream.codec_context.skip_frame = "NONKEY"
                 if decoded == max_frames:
                     return
         except av.error.FFmpegError as e:
             raise VideoError(f"{path}: corrupt video after {decoded} frames ({e})") from None
         declared = stream.frames
-        if keyframes_after is None and declared and decoded < 0.9 * declared:
+        if max_frames is None and not start_s and declared and decoded < 0.9 * declared:
             raise VideoError(
                 f"{path}: truncated video, decoded {decoded} of {declared} declared frames"
             )
+
+
+def sample_gray_frames(
+    path: str | os.PathLike[str], *, first: int, size: tuple[int, int] | None = None
+) -> list[np.ndarray]:
+    """The first `first` frames, then every keyframe: a cheap sample spread over a whole film.
+
+    Only keyframe packets are sent to the decoder after the first frames, so the cost is a
+    demux pass plus a few dozen decodes, whatever the film's length.
+    """
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        graph = _filter_graph(stream, None, size)
+        expand = _LIMITED_TO_FULL if _luma_is_limited(stream) else None
+        samples: list[np.ndarray] = []
+        try:
+            for packet in container.demux(stream):
+                if len(samples) >= first and not packet.is_keyframe:
+                    continue
+                for frame in packet.decode():
+                    graph.push(frame)
+                    pixels = graph.pull().to_ndarray()
+                    samples.append(expand[pixels] if expand is not None else pixels)
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{path}: corrupt video ({e})") from None
+    if not samples:
+        raise VideoError(f"{path}: no decodable video frame")
+    return samples
 
 
 def write_mp4(
