@@ -34,7 +34,15 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
+    cpu = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
     return (
         f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"torch {torch.__version__}"

@@ -38,7 +38,7 @@ class DataConfig(Section):
 
     source: Literal["archive.org", "file", "synthetic"] = "archive.org"
     path: str | None = Field(None, description="the local video for source=file")
-    seed: int = Field(0, description="seed of the synthetic cartoon")
+    seed: int = Field(0, ge=0, description="seed of the synthetic cartoon")
     # archive.org
     item: str = Field("steamboat-willie-mickey", min_length=1)
     file_name: str | None = Field(None, description="pick this file of the item, not the best")

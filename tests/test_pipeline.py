@@ -1,0 +1,115 @@
+"""End to end: `dvc repro` of the pipeline in a temporary copy of this repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {"source": "synthetic", "seed": 1, "synthetic_seconds": 10},
+    "preprocess": {"size": 32, "clip_frames": 9, "stride": 8},
+}
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A git + DVC repository holding this project's files, with the tiny synthetic params."""
+    root = tmp_path_factory.mktemp("project") / "willie"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(
+        GIT_AUTHOR_NAME="ci",
+        GIT_AUTHOR_EMAIL="ci@example.com",
+        GIT_COMMITTER_NAME="ci",
+        GIT_COMMITTER_EMAIL="ci@example.com",
+    )
+    run(["git", "init", "-q"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "copy"], root, env)
+    return root, env
+
+
+def runs_by_stage(root: Path) -> dict[str, list[mlflow.entities.Run]]:
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("willie")
+    by_stage: dict[str, list[mlflow.entities.Run]] = {}
+    for run_ in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"]):
+        by_stage.setdefault(run_.data.tags["stage"], []).append(run_)
+    return by_stage
+
+
+def test_dvc_repro_runs_the_data_stages(project: tuple[Path, dict[str, str]]) -> None:
+    root, env = project
+    assert "download" in run(["dvc", "dag"], root, env)
+    run(["dvc", "repro"], root, env)
+
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"download", "preprocess"}
+    assert (root / "data/raw/manifest.json").is_file()
+    manifest = json.loads((root / "data/clips/manifest.json").read_text())
+    assert manifest["clip_shape"] == [9, 32, 32] and manifest["split_rule"] == "by_scene"
+    assert list((root / "data/clips/train").glob("shard-*.arrow"))
+    assert list((root / "data/clips/val").glob("shard-*.arrow"))
+    metrics = json.loads((root / "metrics/preprocess.json").read_text())
+    assert metrics["scenes"] >= 2 and metrics["clips_val"] > 0
+    # Outputs are DVC's, not git's.
+    ignored = (root / "data/.gitignore").read_text()
+    assert "/raw" in ignored and "/clips" in ignored
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], root, env))
+    assert "metrics/preprocess.json" in json.dumps(shown)
+
+    runs = runs_by_stage(root)
+    assert set(runs) == {"download", "preprocess"}
+    preprocess_run = runs["preprocess"][-1]
+    assert preprocess_run.info.status == "FINISHED"
+    assert preprocess_run.data.params["preprocess.size"] == "[32, 32]"
+    assert preprocess_run.data.metrics["clips_val"] == metrics["clips_val"]
+    assert runs["download"][-1].data.params["data.source"] == "synthetic"
+
+    # Nothing changed: nothing re-runs, so no new MLflow run either.
+    run(["dvc", "repro"], root, env)
+    assert len(runs_by_stage(root)["preprocess"]) == 1
+
+
+def test_temp_experiment_logs_to_the_real_workspace(project: tuple[Path, dict[str, str]]) -> None:
+    root, env = project
+    run(["dvc", "exp", "run", "--temp", "-n", "stride4", "-S", "preprocess.stride=4"], root, env)
+    latest = runs_by_stage(root)["preprocess"][-1]
+    assert latest.data.tags["dvc_exp_name"] == "stride4"
+    assert latest.data.params["preprocess.stride"] == "4"
+    shown = run(["dvc", "exp", "show", "--json"], root, env)
+    assert "stride4" in shown
