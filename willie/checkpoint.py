@@ -1,0 +1,92 @@
+"""Checkpoints: training state to resume from, and trained artifacts to ship.
+
+Two kinds, kept apart:
+- Training checkpoints (`<stage>/checkpoints/step-00001200.pt`): modules, optimizers,
+  schedulers, EMA, RNG states and the step, written atomically every N steps and on SIGTERM,
+  the last `KEEP` kept. Loaded with `torch.load(weights_only=True)`: plain tensors and
+  containers only, so reading one never executes code.
+- Trained artifacts (`model.safetensors` + `config.json` + `MODEL_CARD.md`): what later stages
+  and users load. Safetensors holds tensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from willie.atomic import atomic_path, read_json, write_bytes, write_json
+from willie.errors import WillieError
+
+KEEP = 2
+_STEP_FILE = re.compile(r"^step-(\d{8})\.pt$")
+
+
+def checkpoint_paths(directory: Path) -> list[Path]:
+    """Checkpoints in `directory`, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _STEP_FILE.match(p.name))
+
+
+def save_checkpoint(directory: Path, step: int, state: dict[str, Any]) -> Path:
+    path = directory / f"step-{step:08d}.pt"
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temp:
+        torch.save({"step": step, **state}, temp)
+    for old in checkpoint_paths(directory)[:-KEEP]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated zip, a pickle with code, a foreign file
+        raise WillieError(
+            f"{path}: unreadable training checkpoint ({type(e).__name__}: {e}). Delete it to "
+            f"resume from an older one, or delete {path.parent} to train from scratch"
+        ) from None
+
+
+def save_artifact(
+    directory: str | os.PathLike[str],
+    module: nn.Module,
+    config: dict[str, Any],
+    card: str,
+) -> None:
+    """Publish `model.safetensors`, `config.json` and `MODEL_CARD.md` into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / "model.safetensors") as temp:
+        save_model(module, str(temp), metadata={"format": "pt"})
+    write_json(directory / "config.json", config)
+    write_bytes(directory / "MODEL_CARD.md", card.encode())
+
+
+def load_artifact_config(directory: str | os.PathLike[str], stage: str) -> dict[str, Any]:
+    directory = Path(directory)
+    if not (directory / "model.safetensors").is_file() or not (directory / "config.json").is_file():
+        raise WillieError(
+            f"{directory}: no trained model (model.safetensors + config.json); run "
+            f"`dvc repro {stage}` first"
+        )
+    try:
+        return read_json(directory / "config.json")
+    except json.JSONDecodeError as e:
+        raise WillieError(f"{directory / 'config.json'}: not valid JSON ({e})") from None
+
+
+def load_artifact_weights(directory: str | os.PathLike[str], module: nn.Module) -> nn.Module:
+    path = Path(directory) / "model.safetensors"
+    try:
+        load_model(module, str(path), strict=True)
+    except (RuntimeError, OSError, ValueError) as e:
+        raise WillieError(f"{path}: does not match its config.json ({e})") from None
+    return module
