@@ -1,0 +1,244 @@
+"""The MAGVIT-v2-style causal video tokenizer: encoder → FSQ → decoder.
+
+    video [B, 1, 1 + 4k, H, W] in [-1, 1]
+      → Encoder: causal conv, then per level residual blocks and, between levels, separate
+        space (blur-pool 2×) and time (causal blur-pool 2×, frame 0 kept alone) stages
+      → z [B, D, 1 + k, H/8, W/8] → FSQ → codes (and integer indices [B, 1 + k, H/8, W/8])
+      → Decoder: the mirror, with depth-to-time and depth-to-space up-sampling
+      → recon [B, 1, 1 + 4k, H, W]
+
+Latent frame 0 encodes frame 0 alone; latent frame j ≥ 1 covers frames 4j-3..4j. Every layer
+is causal, so encoding (or decoding) a prefix of a clip gives a prefix of the result.
+Down-sampling happens in the first levels (as in Cosmos' factorized tokenizer): the full
+resolution levels are the expensive ones, so they should be few and narrow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from einops import rearrange, reduce
+from torch import Tensor, nn
+
+from willie.errors import WillieError
+from willie.tokenizer.fsq import FSQ
+from willie.tokenizer.layers import (
+    CausalConv3d,
+    Conv3d,
+    FrameGroupNorm,
+    ResBlock,
+    SpaceDownsample,
+    SpaceUpsample,
+    TimeDownsample,
+    TimeUpsample,
+    channels_last,
+)
+
+
+@dataclass(frozen=True)
+class TokenizerArch:
+    """Architecture of the tokenizer; saved as `config.json` beside `model.safetensors`."""
+
+    channels: int = 64  # width of the first (full resolution) level
+    channel_mults: tuple[int, ...] = (1, 2, 2, 4)  # one per level; level i has channels·mults[i]
+    num_res_blocks: int = 1  # per level, in the encoder and in the decoder
+    num_mid_blocks: int = 1  # extra blocks at the latent resolution, each side of FSQ
+    levels: tuple[int, ...] = (8, 5, 5, 5)  # FSQ levels: D = len(levels) latent channels
+    spatial_downsample: int = 8  # 2^(space stages)
+    temporal_downsample: int = 4  # 2^(time stages)
+    temporal_dilations: tuple[int, int] = (1, 2)  # of the two time convs in each residual block
+    norm_groups: int = 8
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep the dataclass hashable and comparable.
+        for name in ("channel_mults", "levels", "temporal_dilations"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if self.channels < 1 or self.num_res_blocks < 0 or self.num_mid_blocks < 0:
+            raise WillieError(
+                "tokenizer.channels must be ≥ 1 and num_res_blocks, num_mid_blocks ≥ 0; got "
+                f"{self.channels}, {self.num_res_blocks}, {self.num_mid_blocks}"
+            )
+        transitions = len(self.channel_mults) - 1
+        for name in ("spatial_downsample", "temporal_downsample"):
+            factor = getattr(self, name)
+            if factor < 1 or factor & (factor - 1):
+                raise WillieError(f"tokenizer.{name} must be a power of 2, got {factor}")
+            if int(math.log2(factor)) > transitions:
+                raise WillieError(
+                    f"tokenizer.{name}={factor} needs {int(math.log2(factor))} level transitions "
+                    f"but channel_mults={self.channel_mults} gives {transitions}; "
+                    "add channel multipliers or lower the factor"
+                )
+        for width in self.widths:
+            if width % self.norm_groups:
+                raise WillieError(
+                    f"tokenizer widths {self.widths} (channels × channel_mults) must be divisible "
+                    f"by norm_groups={self.norm_groups}"
+                )
+        if len(self.temporal_dilations) != 2 or min(self.temporal_dilations) < 1:
+            raise WillieError(
+                f"tokenizer.temporal_dilations must be two integers ≥ 1 (one per conv of a "
+                f"residual block), got {self.temporal_dilations}"
+            )
+        if min(self.levels, default=0) < 2:
+            raise WillieError(f"tokenizer.levels must be integers ≥ 2, got {self.levels}")
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(self.channels * m for m in self.channel_mults)
+
+    @property
+    def space_stages(self) -> int:
+        return int(math.log2(self.spatial_downsample))
+
+    @property
+    def time_stages(self) -> int:
+        return int(math.log2(self.temporal_downsample))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenizerArch:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise WillieError(
+                f"unknown tokenizer architecture keys {unknown}; allowed: {sorted(known)}"
+            )
+        return cls(**data)
+
+
+class Encoder(nn.Module):
+    """[B, 1, T, H, W] -> pre-quantization features [B, widths[-1], t, h, w]."""
+
+    def __init__(self, arch: TokenizerArch) -> None:
+        super().__init__()
+        widths, groups = arch.widths, arch.norm_groups
+        block = {"groups": groups, "dilations": arch.temporal_dilations}
+        self.conv_in = CausalConv3d(1, widths[0])
+        layers: list[nn.Module] = []
+        for level, width in enumerate(widths):
+            layers += [ResBlock(width, width, **block) for _ in range(arch.num_res_blocks)]
+            if level == len(widths) - 1:
+                break
+            next_width = widths[level + 1]
+            if level < arch.space_stages:
+                layers.append(SpaceDownsample(width, next_width))
+            elif width != next_width:
+                layers.append(CausalConv3d(width, next_width, kernel_size=(1, 1, 1)))
+            if level < arch.time_stages:
+                layers.append(TimeDownsample(next_width))
+        layers += [ResBlock(widths[-1], widths[-1], **block) for _ in range(arch.num_mid_blocks)]
+        layers += [FrameGroupNorm(groups, widths[-1]), nn.SiLU()]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, video: Tensor) -> Tensor:
+        # A 1-channel conv's layout is ambiguous, so state the channels-last layout once here.
+        return self.layers(channels_last(self.conv_in(video)))
+
+
+class Decoder(nn.Module):
+    """Latent codes [B, D, t, h, w] -> video [B, 1, T, H, W]; the encoder's mirror."""
+
+    def __init__(self, arch: TokenizerArch) -> None:
+        super().__init__()
+        widths, groups = arch.widths, arch.norm_groups
+        block = {"groups": groups, "dilations": arch.temporal_dilations}
+        self.conv_in = CausalConv3d(len(arch.levels), widths[-1])
+        layers: list[nn.Module] = [
+            ResBlock(widths[-1], widths[-1], **block) for _ in range(arch.num_mid_blocks)
+        ]
+        for level in reversed(range(len(widths))):
+            width = widths[level]
+            layers += [ResBlock(width, width, **block) for _ in range(arch.num_res_blocks)]
+            if level == 0:
+                break
+            prev_width = widths[level - 1]
+            if level - 1 < arch.time_stages:
+                layers.append(TimeUpsample(width))
+            if level - 1 < arch.space_stages:
+                layers.append(SpaceUpsample(width, prev_width))
+            elif width != prev_width:
+                layers.append(CausalConv3d(width, prev_width, kernel_size=(1, 1, 1)))
+        layers += [FrameGroupNorm(groups, widths[0]), nn.SiLU()]
+        self.layers = nn.Sequential(*layers)
+        self.conv_out = CausalConv3d(widths[0], 1)
+
+    def forward(self, codes: Tensor) -> Tensor:
+        return self.conv_out(self.layers(self.conv_in(codes)))
+
+
+class VideoTokenizer(nn.Module):
+    """Causal video tokenizer: grayscale clips [B, 1, 1 + 4k, H, W] in [-1, 1] <-> FSQ tokens."""
+
+    def __init__(self, arch: TokenizerArch | None = None) -> None:
+        super().__init__()
+        self.arch = arch or TokenizerArch()
+        self.encoder = Encoder(self.arch)
+        self.to_latent = Conv3d(self.arch.widths[-1], len(self.arch.levels), 1)
+        self.fsq = FSQ(levels=self.arch.levels)
+        self.decoder = Decoder(self.arch)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.fsq.codebook_size
+
+    @property
+    def last_layer(self) -> nn.Parameter:
+        """The decoder's final conv weight, for the adaptive adversarial weight."""
+        return self.decoder.conv_out.weight
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """Token grid (t, h, w) of a clip of `frames`×`height`×`width`; checks the sizes fit."""
+        sd, td = self.arch.spatial_downsample, self.arch.temporal_downsample
+        if frames < 1 or (frames - 1) % td:
+            raise ValueError(
+                f"clip frames must be 1 + {td}·k (1, {1 + td}, {1 + 2 * td}, …), got {frames}"
+            )
+        if height % sd or width % sd:
+            raise ValueError(
+                f"clip height and width must be divisible by {sd}, got {height}×{width}"
+            )
+        return 1 + (frames - 1) // td, height // sd, width // sd
+
+    def _check_video(self, video: Tensor) -> None:
+        if video.ndim != 5 or video.shape[1] != 1:
+            raise ValueError(f"expected video [B, 1, T, H, W], got {tuple(video.shape)}")
+        self.latent_shape(*video.shape[2:])
+
+    def encoder_features(self, video: Tensor) -> Tensor:
+        """[B, 1, T, H, W] -> [B, widths[-1]]: the encoder trunk's output (before the projection
+        to FSQ's D channels) averaged over time and space; a feature for Fréchet distances."""
+        self._check_video(video)
+        return reduce(self.encoder(video), "b c t h w -> b c", "mean")
+
+    def encode_codes(self, video: Tensor) -> Tensor:
+        """[B, 1, T, H, W] -> quantized codes [B, D, t, h, w] in [-1, 1] (fp32)."""
+        return self._quantize(video)[0]
+
+    def encode(self, video: Tensor) -> Tensor:
+        """[B, 1, T, H, W] -> token indices [B, t, h, w] int64."""
+        return self._quantize(video)[1]
+
+    def decode_codes(self, codes: Tensor) -> Tensor:
+        """[B, D, t, h, w] codes -> [B, 1, 1 + 4(t-1), 8h, 8w] video (not clamped)."""
+        return self.decoder(codes)
+
+    def decode(self, indices: Tensor) -> Tensor:
+        """[B, t, h, w] indices -> [B, 1, 1 + 4(t-1), 8h, 8w] video (not clamped)."""
+        codes = self.fsq.indices_to_codes(indices)  # [B, t, h, w, D]
+        return self.decode_codes(rearrange(codes, "b t h w d -> b d t h w"))
+
+    def forward(self, video: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """video -> (recon [B, 1, T, H, W], indices [B, t, h, w], codes [B, D, t, h, w])."""
+        codes, indices = self._quantize(video)
+        return self.decode_codes(codes), indices, codes
+
+    def _quantize(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        self._check_video(video)
+        z = self.to_latent(self.encoder(video))  # [B, D, t, h, w]
+        return self.fsq(z)
