@@ -87,7 +87,7 @@ def main() -> None:
     if engine.is_main:
         raw = model.module if hasattr(model, "module") else model
         weights = {f"model.{k}": v for k, v in raw.state_dict().items()}
-        weights.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+        weights.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
         torch.save(weights, args.out / "final.pt")
 
 

@@ -28,6 +28,12 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -49,6 +55,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield temp
         if temp.is_file():
+            # Writers like safetensors create 0600 files; publish with the usual permissions.
+            os.chmod(temp, 0o666 & ~_umask())
             _fsync(temp)
         if temp.is_dir() and final.exists():
             old = _temp_sibling(final)

@@ -30,7 +30,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from willie.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from willie.config import TrainingSection
 from willie.errors import WillieError
 
 
@@ -66,6 +67,12 @@ class TrainSettings:
     compile: bool = False
     num_workers: int = 0
 
+    @classmethod
+    def from_section(cls, section: TrainingSection, **overrides: Any) -> TrainSettings:
+        """The engine settings of a stage's validated params section (shared key names)."""
+        names = {f.name for f in fields(cls)} & set(type(section).model_fields)
+        return cls(**{name: getattr(section, name) for name in names}, **overrides)
+
 
 class NonFiniteError(WillieError):
     """Training produced NaN or inf; the last checkpoint is left as it was."""
@@ -89,24 +96,32 @@ def cosine_with_warmup(step: int, *, warmup: int, total: int, min_ratio: float) 
 
 
 class EMA:
-    """An exponential moving average of a module's weights (buffers are copied as they are)."""
+    """An exponential moving average of a module's weights (buffers are copied as they are).
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so a short run's
+    average is not dominated by the random initialisation.
+    """
 
     def __init__(self, module: nn.Module, decay: float) -> None:
         self.decay = decay
+        self.updates = 0
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, source: nn.Module) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
         for ema, live in zip(self.module.parameters(), source.parameters(), strict=True):
-            ema.lerp_(live.detach(), 1 - self.decay)
+            ema.lerp_(live.detach(), 1 - decay)
         for ema, live in zip(self.module.buffers(), source.buffers(), strict=True):
             ema.copy_(live)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.module.state_dict()
+        return {"module": self.module.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state)
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
 
 
 class StepBatchSampler(Sampler[list[int]]):
