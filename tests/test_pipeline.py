@@ -20,7 +20,19 @@ pytestmark = pytest.mark.slow
 TINY = {
     "data": {"source": "synthetic", "seed": 1, "synthetic_seconds": 10},
     "preprocess": {"size": 32, "clip_frames": 9, "stride": 8},
+    "tokenizer": {
+        "size": 32,
+        "channels": 8,
+        "batch_size": 2,
+        "max_steps": 4,
+        "warmup_steps": 1,
+        "disc_start": 2,
+        "gen_adv_start": 3,
+        "eval_clips": 2,
+        "checkpoint_every": 2,
+    },
 }
+STAGES = {"download", "preprocess", "train_tokenizer", "tokenize"}
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -72,13 +84,13 @@ def runs_by_stage(root: Path) -> dict[str, list[mlflow.entities.Run]]:
     return by_stage
 
 
-def test_dvc_repro_runs_the_data_stages(project: tuple[Path, dict[str, str]]) -> None:
+def test_dvc_repro_runs_every_stage(project: tuple[Path, dict[str, str]]) -> None:
     root, env = project
-    assert "download" in run(["dvc", "dag"], root, env)
+    assert "train_tokenizer" in run(["dvc", "dag"], root, env)
     run(["dvc", "repro"], root, env)
 
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"download", "preprocess"}
+    assert set(lock["stages"]) == STAGES
     assert (root / "data/raw/manifest.json").is_file()
     manifest = json.loads((root / "data/clips/manifest.json").read_text())
     assert manifest["clip_shape"] == [9, 32, 32] and manifest["split_rule"] == "by_scene"
@@ -92,24 +104,40 @@ def test_dvc_repro_runs_the_data_stages(project: tuple[Path, dict[str, str]]) ->
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], root, env))
     assert "metrics/preprocess.json" in json.dumps(shown)
 
+    tokenizer = json.loads((root / "metrics/tokenizer.json").read_text())
+    assert tokenizer["codebook_size"] == 1000 and "psnr" in tokenizer
+    assert (root / "stages/tokenizer/model.safetensors").is_file()
+    tokens = json.loads((root / "data/tokens/manifest.json").read_text())
+    assert tokens["latent_shape"] == [3, 4, 4]
+
     runs = runs_by_stage(root)
-    assert set(runs) == {"download", "preprocess"}
+    assert set(runs) == STAGES
     preprocess_run = runs["preprocess"][-1]
     assert preprocess_run.info.status == "FINISHED"
     assert preprocess_run.data.params["preprocess.size"] == "[32, 32]"
     assert preprocess_run.data.metrics["clips_val"] == metrics["clips_val"]
     assert runs["download"][-1].data.params["data.source"] == "synthetic"
+    tokenizer_run = runs["train_tokenizer"][-1]
+    assert "recon_loss" in tokenizer_run.data.metrics  # step metrics, logged as it trains
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(tokenizer_run.info.run_id)}
+    assert {"recon.gif", "MODEL_CARD.md", "tokenizer.json"} <= logged
 
     # Nothing changed: nothing re-runs, so no new MLflow run either.
     run(["dvc", "repro"], root, env)
     assert len(runs_by_stage(root)["preprocess"]) == 1
 
 
-def test_temp_experiment_logs_to_the_real_workspace(project: tuple[Path, dict[str, str]]) -> None:
+def test_levels_experiment_reruns_only_the_tokenizer_stages_in_a_temp_copy(
+    project: tuple[Path, dict[str, str]],
+) -> None:
     root, env = project
-    run(["dvc", "exp", "run", "--temp", "-n", "stride4", "-S", "preprocess.stride=4"], root, env)
-    latest = runs_by_stage(root)["preprocess"][-1]
-    assert latest.data.tags["dvc_exp_name"] == "stride4"
-    assert latest.data.params["preprocess.stride"] == "4"
-    shown = run(["dvc", "exp", "show", "--json"], root, env)
-    assert "stride4" in shown
+    command = ["dvc", "exp", "run", "--temp", "-n", "levels4", "-S", "tokenizer.levels=4"]
+    output = run(command, root, env)
+    assert "Running stage 'train_tokenizer'" in output and "Running stage 'tokenize'" in output
+    assert "Running stage 'preprocess'" not in output
+    latest = runs_by_stage(root)["train_tokenizer"][-1]  # logged to the real workspace
+    assert latest.data.tags["dvc_exp_name"] == "levels4"
+    assert latest.data.metrics["codebook_size"] == 4**4
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env))
+    assert '"codebook_size": 256' in json.dumps(shown)

@@ -7,6 +7,7 @@ av) happen inside the commands so that `willie --help` answers at once.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ app = typer.Typer(
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="the params file to read")]
 MetricsOption = Annotated[Path, typer.Option(help="where to write the stage's metrics JSON")]
+Log = Callable[[dict[str, float], int], None]
 TrackOption = Annotated[bool, typer.Option("--track/--no-track", help="log the run to MLflow")]
 
 
@@ -33,23 +35,28 @@ def run_stage(
     params: Path,
     metrics_path: Path | None,
     track: bool,
-    work: Callable[[Any], dict[str, Any]],
+    work: Callable[[Any, Log | None], dict[str, Any]],
     artifacts: tuple[Path, ...] = (),
 ) -> None:
-    """Validate the section, run `work(config)` inside the stage's MLflow run, write metrics."""
+    """Validate the section, run `work(config, log)` inside the stage's MLflow run, write
+    metrics. Under `torchrun` every rank works; only rank 0 tracks and writes metrics."""
     from willie.atomic import write_json
     from willie.config import load_section
     from willie.errors import WillieError
 
+    main_process = int(os.environ.get("RANK", 0)) == 0
     try:
         config = load_section(section, params)
-        if track:
+        if track and main_process:
             import mlflow
 
             from willie.tracking import stage_run
 
+            def log(values: dict[str, float], step: int) -> None:
+                mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+
             with stage_run(stage, {section: config.model_dump(mode="json")}):
-                metrics = work(config)
+                metrics = work(config, log)
                 mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
                 if metrics_path is not None:
                     write_json(metrics_path, metrics)
@@ -58,13 +65,14 @@ def run_stage(
                     if artifact.exists():
                         mlflow.log_artifact(str(artifact))
         else:
-            metrics = work(config)
-            if metrics_path is not None:
+            metrics = work(config, None)
+            if metrics_path is not None and main_process:
                 write_json(metrics_path, metrics)
     except WillieError as e:
         typer.secho(f"willie {stage}: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
-    _print_metrics(stage, metrics)
+    if main_process:
+        _print_metrics(stage, metrics)
 
 
 def _print_metrics(stage: str, metrics: dict[str, Any]) -> None:
@@ -86,7 +94,7 @@ def download(
 ) -> None:
     """Fetch the film (archive.org, a local file, or the synthetic cartoon) into data/raw/."""
 
-    def work(cfg: Any) -> dict[str, Any]:
+    def work(cfg: Any, log: Log | None) -> dict[str, Any]:
         from willie.download import run_download
 
         manifest = run_download(cfg, out, progress=sys.stderr.isatty())
@@ -106,12 +114,54 @@ def preprocess(
 ) -> None:
     """Decode, crop, re-time, scene-split and cut the film into Arrow clip shards."""
 
-    def work(cfg: Any) -> dict[str, Any]:
+    def work(cfg: Any, log: Log | None) -> dict[str, Any]:
         from willie.preprocess import run_preprocess
 
         return run_preprocess(cfg, raw, out)
 
     run_stage("preprocess", "preprocess", params, metrics, track, work, (out / "manifest.json",))
+
+
+@app.command("train-tokenizer")
+def train_tokenizer(
+    clips: Annotated[Path, typer.Option(help="clip shards from `preprocess`")] = Path("data/clips"),
+    out: Annotated[Path, typer.Option(help="where the trained model goes")] = Path(
+        "stages/tokenizer"
+    ),
+    params: ParamsOption = Path("params.yaml"),
+    metrics: MetricsOption = Path("metrics/tokenizer.json"),
+    track: TrackOption = True,
+) -> None:
+    """Train the MAGVIT-v2 video tokenizer (causal 3D CNN + FSQ, GAN) on the clips."""
+
+    def work(cfg: Any, log: Log | None) -> dict[str, Any]:
+        from willie.tokenizer.train import train_tokenizer
+
+        return train_tokenizer(cfg, clips, out, log=log)
+
+    artifacts = (out / "recon.gif", out / "MODEL_CARD.md", out / "config.json")
+    run_stage("train_tokenizer", "tokenizer", params, metrics, track, work, artifacts)
+
+
+@app.command()
+def tokenize(
+    clips: Annotated[Path, typer.Option(help="clip shards from `preprocess`")] = Path("data/clips"),
+    tokenizer: Annotated[Path, typer.Option(help="the trained tokenizer")] = Path(
+        "stages/tokenizer"
+    ),
+    out: Annotated[Path, typer.Option(help="directory of the token arrays")] = Path("data/tokens"),
+    params: ParamsOption = Path("params.yaml"),
+    metrics: MetricsOption = Path("metrics/tokenize.json"),
+    track: TrackOption = True,
+) -> None:
+    """Encode every clip of both splits into token arrays with the trained tokenizer."""
+
+    def work(cfg: Any, log: Log | None) -> dict[str, Any]:
+        from willie.tokenizer.tokenize import run_tokenize
+
+        return run_tokenize(cfg, clips, tokenizer, out)
+
+    run_stage("tokenize", "tokenizer", params, metrics, track, work, (out / "manifest.json",))
 
 
 if __name__ == "__main__":

@@ -115,7 +115,85 @@ class PreprocessConfig(Section):
         return self.size
 
 
-SECTIONS: dict[str, type[Section]] = {"data": DataConfig, "preprocess": PreprocessConfig}
+class TrainingSection(Section):
+    """Keys every training stage shares (the engine's settings)."""
+
+    batch_size: int = Field(8, ge=1, description="global batch per optimizer step")
+    max_steps: int = Field(1000, ge=1)
+    lr: float = Field(3e-4, gt=0, le=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    checkpoint_every: int = Field(200, ge=1)
+    log_every: int = Field(10, ge=1)
+    eval_every: int = Field(0, ge=0, description="steps between val evaluations; 0: at the end")
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = Field(False, description="torch.compile the model (pays off on GPU)")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+
+class TokenizerConfig(TrainingSection):
+    """`tokenizer`: the MAGVIT-v2 video tokenizer (`train_tokenizer` and `tokenize` stages)."""
+
+    size: int = Field(64, description="tokenizer input frames (area-downsampled from the clips)")
+    levels: int | list[int] = Field(
+        [8, 5, 5, 5], description="FSQ levels: one int for every dim, or one per dim"
+    )
+    fsq_dims: int = Field(4, ge=1, le=16, description="FSQ dims when `levels` is an int")
+    channels: int = Field(32, ge=8)
+    channel_mults: list[int] = Field([1, 2, 2, 4], min_length=2)
+    num_res_blocks: int = Field(1, ge=0)
+    recon_loss: Literal["l1", "l2"] = "l1"
+    disc_start: int = Field(
+        500, ge=0, description="step at which the discriminator starts training"
+    )
+    gen_adv_start: int = Field(
+        600, ge=0, description="step at which the generator's adversarial loss turns on"
+    )
+    adv_weight: float = Field(0.1, ge=0, description="adversarial weight (× the adaptive ratio)")
+    adaptive_weight: bool = Field(True, description="scale by VQGAN's gradient-norm ratio")
+    disc_channels: int = Field(32, ge=8)
+    disc_lr: float | None = Field(None, gt=0, description="default: lr")
+    r1_weight: float = Field(0.1, ge=0)
+    r1_every: int = Field(4, ge=1, description="lazy R1: every N steps, scaled by N")
+    lecam_weight: float = Field(0.001, ge=0)
+    eval_clips: int = Field(64, ge=1, description="val clips for PSNR/SSIM/codebook metrics")
+
+    @field_validator("size")
+    @classmethod
+    def _size_multiple_of_8(cls, size: int) -> int:
+        return _height_width(size)[0]
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_at_least_2(cls, levels: int | list[int]) -> int | list[int]:
+        values = [levels] if isinstance(levels, int) else levels
+        if not values or any(v < 2 for v in values):
+            raise ValueError("FSQ levels must be integers ≥ 2 (e.g. 8 or [8, 5, 5, 5])")
+        return levels
+
+    @model_validator(mode="after")
+    def _generator_adversarial_after_discriminator(self) -> TokenizerConfig:
+        if self.gen_adv_start < self.disc_start:
+            raise ValueError(
+                f"tokenizer.gen_adv_start ({self.gen_adv_start}) must be ≥ disc_start "
+                f"({self.disc_start}): the generator's adversarial term needs a trained critic"
+            )
+        return self
+
+    @property
+    def fsq_levels(self) -> list[int]:
+        return [self.levels] * self.fsq_dims if isinstance(self.levels, int) else self.levels
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataConfig,
+    "preprocess": PreprocessConfig,
+    "tokenizer": TokenizerConfig,
+}
 
 S = TypeVar("S", bound=Section)
 

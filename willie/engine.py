@@ -180,6 +180,13 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The precision policy: bf16 autocast on CUDA, plain fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 class Engine:
     """Training infrastructure for one stage. Typical use:
 
@@ -247,9 +254,7 @@ class Engine:
         torch.manual_seed(seed)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device)
 
     def prepare(self, name: str, module: nn.Module) -> nn.Module:
         """Move to the device, register for checkpoints, wrap in DDP / compile as configured."""

@@ -219,3 +219,19 @@ def write_mp4(
             raise VideoError(f"{path}: no frames to write")
         container.mux(stream.encode(None))
     return count
+
+
+def write_gif(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 24) -> None:
+    """[T, H, W] uint8 gray frames as a looping GIF; atomic."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.ascontiguousarray(frame), mode="L") for frame in frames]
+    with atomic_path(path) as temp:
+        images[0].save(
+            temp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=round(1000 / fps),
+            loop=0,
+        )

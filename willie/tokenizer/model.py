@@ -16,12 +16,15 @@ resolution levels are the expensive ones, so they should be few and narrow.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import torch
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
+from willie.checkpoint import load_artifact_config, load_artifact_weights
 from willie.errors import WillieError
 from willie.tokenizer.fsq import FSQ
 from willie.tokenizer.layers import (
@@ -242,3 +245,13 @@ class VideoTokenizer(nn.Module):
         self._check_video(video)
         z = self.to_latent(self.encoder(video))  # [B, D, t, h, w]
         return self.fsq(z)
+
+
+def load_tokenizer(
+    directory: str | os.PathLike[str] = "stages/tokenizer", device: str | torch.device = "cpu"
+) -> VideoTokenizer:
+    """The trained tokenizer published by `willie train-tokenizer`, in eval mode."""
+    config = load_artifact_config(directory, "train_tokenizer")
+    model = VideoTokenizer(TokenizerArch.from_dict(config["arch"]))
+    load_artifact_weights(directory, model)
+    return model.eval().to(device)

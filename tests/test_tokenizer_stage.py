@@ -1,0 +1,133 @@
+"""The train_tokenizer and tokenize stages on a small synthetic corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from willie.atomic import write_json
+from willie.cli import app
+from willie.config import PreprocessConfig, TokenizerConfig
+from willie.data import ClipDataset
+from willie.errors import WillieError
+from willie.preprocess import run_preprocess
+from willie.synthetic import render_synthetic_film
+from willie.tokenizer.model import load_tokenizer
+from willie.tokenizer.tokenize import run_tokenize
+from willie.tokenizer.train import train_tokenizer
+
+TINY = {
+    "size": 32,
+    "channels": 8,
+    "batch_size": 2,
+    "max_steps": 8,
+    "warmup_steps": 2,
+    "disc_start": 3,
+    "gen_adv_start": 5,
+    "r1_every": 2,
+    "checkpoint_every": 4,
+    "eval_clips": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    raw = root / "raw"
+    raw.mkdir()
+    render_synthetic_film(raw / "film.mp4", seed=3, seconds=8)
+    write_json(raw / "manifest.json", {"source": "synthetic", "file": "film.mp4"})
+    run_preprocess(PreprocessConfig(size=32, clip_frames=9, stride=8), raw, root / "clips")
+    return root / "clips"
+
+
+@pytest.fixture(scope="module")
+def trained(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("tokenizer")
+    logged: list[int] = []
+    metrics = train_tokenizer(
+        TokenizerConfig(**TINY), clips, out, log=lambda values, step: logged.append(step)
+    )
+    assert logged, "per-step metrics reach the logger"
+    return out, metrics
+
+
+def test_training_publishes_ema_model_card_and_recon_gif(trained: tuple[Path, dict]) -> None:
+    out, metrics = trained
+    for name in ("model.safetensors", "config.json", "MODEL_CARD.md", "recon.gif"):
+        assert (out / name).is_file(), name
+    assert metrics["codebook_size"] == 1000 and metrics["steps"] == 8
+    for key in ("psnr", "ssim", "codebook_usage", "perplexity", "bits_per_pixel"):
+        assert np.isfinite(metrics[key]), key
+    assert 0 < metrics["codebook_usage"] <= 1
+    assert metrics["compression_ratio"] == pytest.approx(8 / metrics["bits_per_pixel"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["arch"]["levels"] == [8, 5, 5, 5] and config["size"] == 32
+
+
+def test_loaded_tokenizer_encodes_and_decodes(trained: tuple[Path, dict], clips: Path) -> None:
+    tokenizer = load_tokenizer(trained[0])
+    clip = ClipDataset(clips, "val", size=32)[0].unsqueeze(0)  # [1, 1, 9, 32, 32]
+    with torch.no_grad():
+        indices = tokenizer.encode(clip)
+        video = tokenizer.decode(indices)
+    assert indices.shape == (1, 3, 4, 4) and indices.max() < 1000
+    assert video.shape == clip.shape
+
+
+def test_tokenize_writes_memory_mappable_tokens(
+    trained: tuple[Path, dict], clips: Path, tmp_path: Path
+) -> None:
+    metrics = run_tokenize(TokenizerConfig(**TINY), clips, trained[0], tmp_path / "tokens")
+    manifest = json.loads((tmp_path / "tokens" / "manifest.json").read_text())
+    assert manifest["codebook_size"] == 1000 and manifest["latent_shape"] == [3, 4, 4]
+    assert manifest["dtype"] == "uint16" and len(manifest["tokenizer_sha256"]) == 64
+    for split in ("train", "val"):
+        tokens = np.load(tmp_path / "tokens" / split / "tokens.npy", mmap_mode="r")
+        scene = np.load(tmp_path / "tokens" / split / "scene.npy")
+        start = np.load(tmp_path / "tokens" / split / "start_frame.npy")
+        dataset = ClipDataset(clips, split, size=32)
+        assert tokens.shape == (len(dataset), 3, 4, 4) and tokens.dtype == np.uint16
+        assert len(scene) == len(start) == len(dataset)
+        # Order is kept: within a scene, clips advance in time.
+        for s in np.unique(scene):
+            assert np.all(np.diff(start[scene == s]) > 0)
+        assert manifest["clips"][split] == len(dataset) == metrics[f"clips_{split}"]
+    # The stored tokens are what the tokenizer gives for the clip.
+    first = ClipDataset(clips, "train", size=32)[0].unsqueeze(0)
+    with torch.no_grad():
+        expected = load_tokenizer(trained[0]).encode(first)[0].numpy()
+    train_tokens = np.load(tmp_path / "tokens" / "train" / "tokens.npy")
+    np.testing.assert_array_equal(train_tokens[0], expected)
+
+
+def test_integer_levels_set_the_codebook(clips: Path, tmp_path: Path) -> None:
+    cfg = TokenizerConfig(**{**TINY, "max_steps": 2, "levels": 3, "fsq_dims": 5})
+    metrics = train_tokenizer(cfg, clips, tmp_path)
+    assert metrics["codebook_size"] == 3**5
+
+
+def test_missing_tokenizer_is_a_clear_error(clips: Path, tmp_path: Path) -> None:
+    with pytest.raises(WillieError, match="dvc repro train_tokenizer"):
+        run_tokenize(TokenizerConfig(**TINY), clips, tmp_path / "none", tmp_path / "tokens")
+    assert not (tmp_path / "tokens").exists()
+
+
+def test_clip_length_not_fitting_the_tokenizer_is_refused(clips: Path, tmp_path: Path) -> None:
+    cfg = TokenizerConfig(**{**TINY, "size": 64})
+    with pytest.raises(WillieError, match="exceeds the stored"):
+        train_tokenizer(cfg, clips, tmp_path)
+
+
+def test_cli_rejects_generator_adversarial_before_discriminator(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("tokenizer:\n  disc_start: 100\n  gen_adv_start: 50\n")
+    result = CliRunner().invoke(app, ["train-tokenizer", "--params", str(params), "--no-track"])
+    assert (
+        result.exit_code == 1 and "gen_adv_start (50) must be ≥ disc_start (100)" in result.output
+    )

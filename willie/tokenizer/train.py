@@ -1,0 +1,248 @@
+"""The `train_tokenizer` stage: VQGAN-style training of the MAGVIT-v2 tokenizer.
+
+Per optimizer step (the engine handles devices, DDP, accumulation, EMA and checkpoints):
+  G: reconstruction loss (+ from `gen_adv_start`: the non-saturating adversarial loss,
+     weighted by `adv_weight` × VQGAN's adaptive gradient-norm ratio when `adaptive_weight`);
+  D (from `disc_start`): hinge loss on real clips vs detached reconstructions, + LeCAM
+     regularization, + lazy R1 penalty on real clips every `r1_every` steps.
+The published model is the EMA of the generator's weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from willie.atomic import read_json
+from willie.checkpoint import save_artifact
+from willie.config import TokenizerConfig
+from willie.data import ClipDataset
+from willie.engine import Engine, TrainSettings
+from willie.errors import WillieError
+from willie.quality import psnr, ssim
+from willie.tokenizer.discriminator import Discriminator
+from willie.tokenizer.fsq import codebook_usage
+from willie.tokenizer.losses import (
+    LeCAM,
+    adaptive_weight,
+    hinge_d_loss,
+    non_saturating_g_loss,
+    r1_penalty,
+    reconstruction_loss,
+)
+from willie.tokenizer.model import TokenizerArch, VideoTokenizer
+from willie.video import write_gif
+
+Log = Callable[[dict[str, float], int], None]
+
+# Keys that change how a run is observed, not what it computes: a new value resumes.
+_NOT_FINGERPRINTED = {"log_every", "checkpoint_every", "eval_every", "num_workers", "eval_clips"}
+
+
+def architecture(cfg: TokenizerConfig) -> TokenizerArch:
+    return TokenizerArch(
+        channels=cfg.channels,
+        channel_mults=tuple(cfg.channel_mults),
+        num_res_blocks=cfg.num_res_blocks,
+        levels=tuple(cfg.fsq_levels),
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def evaluate(
+    tokenizer: VideoTokenizer, val: ClipDataset, cfg: TokenizerConfig, device: torch.device
+) -> tuple[dict[str, float], np.ndarray]:
+    """Val PSNR/SSIM, codebook usage and perplexity; also a real|recon strip for a GIF."""
+    tokenizer.eval()
+    count = min(len(val), cfg.eval_clips)
+    psnrs, ssims, indices, strip = [], [], [], None
+    for start in range(0, count, cfg.batch_size):
+        real = torch.stack([val[i] for i in range(start, min(count, start + cfg.batch_size))])
+        real = real.to(device)
+        recon, idx, _ = tokenizer(real)
+        recon = recon.clamp(-1, 1)
+        psnrs.append(psnr(recon, real).cpu())
+        ssims.append(ssim(recon, real).cpu())
+        indices.append(idx.cpu())
+        if strip is None:
+            pairs = torch.cat([real[:4], recon[:4]], dim=-1)  # real | recon side by side
+            frames = rearrange(pairs, "b 1 t h w -> t (b h) w")
+            strip = ((frames + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
+    usage = codebook_usage(torch.cat(indices), tokenizer.codebook_size)
+    T, H, W = val.clip_shape
+    t, h, w = tokenizer.latent_shape(T, H, W)
+    bits_per_token = float(np.log2(tokenizer.codebook_size))
+    token_bits = t * h * w * bits_per_token
+    metrics = {
+        "psnr": float(torch.cat(psnrs).mean()),
+        "ssim": float(torch.cat(ssims).mean()),
+        "codebook_usage": float(usage.usage),
+        "perplexity": float(usage.perplexity),
+        "codebook_size": tokenizer.codebook_size,
+        "bits_per_pixel": token_bits / (T * H * W),
+        "compression_ratio": (T * H * W * 8) / token_bits,
+        "val_clips": count,
+    }
+    return metrics, strip
+
+
+def model_card(cfg: TokenizerConfig, arch: TokenizerArch, metrics: dict, data: dict) -> str:
+    rows = "\n".join(
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in metrics.items()
+    )
+    return f"""# willie tokenizer
+
+A MAGVIT-v2-style causal 3D-CNN video tokenizer with FSQ ({" × ".join(map(str, arch.levels))}
+= {int(np.prod(arch.levels))} codes), trained VQGAN-style on grayscale clips of
+*Steamboat Willie*. Input: [B, 1, 1 + 4k, {cfg.size}, {cfg.size}] in [-1, 1]; tokens:
+[B, 1 + k, {cfg.size // arch.spatial_downsample}, {cfg.size // arch.spatial_downsample}].
+Weights are the EMA of the generator.
+
+## Data
+Clips: `data/clips` (source: {data.get("source", {}).get("source")}, sha256 of the film
+{data.get("source", {}).get("sha256")}); {data.get("clips", {})}.
+
+## Use
+```python
+from willie.tokenizer import load_tokenizer
+tokenizer = load_tokenizer("stages/tokenizer")
+indices = tokenizer.encode(video)      # [B, 1, T, H, W] → [B, t, h, w]
+video = tokenizer.decode(indices)
+```
+
+## Training parameters
+```
+{cfg.model_dump_json(indent=2)}
+```
+
+## Validation metrics
+| metric | value |
+|---|---|
+{rows}
+"""
+
+
+def train_tokenizer(
+    cfg: TokenizerConfig,
+    clips_dir: str | Path = "data/clips",
+    out_dir: str | Path = "stages/tokenizer",
+    *,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Train, then publish the EMA model (+ config, card, recon GIF) into `out_dir`."""
+    clips_dir, out_dir = Path(clips_dir), Path(out_dir)
+    train_set = ClipDataset(clips_dir, "train", size=cfg.size)
+    val_set = ClipDataset(clips_dir, "val", size=cfg.size)
+    arch = architecture(cfg)
+    model = VideoTokenizer(arch)
+    try:
+        model.latent_shape(*train_set.clip_shape)
+    except ValueError as e:
+        raise WillieError(f"the clips do not fit the tokenizer: {e}") from None
+    manifest_sha = file_sha256(clips_dir / "manifest.json")
+    fingerprinted = {
+        k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED
+    }
+    engine = Engine(
+        TrainSettings.from_section(cfg, betas=(0.5, 0.9)),  # GAN-friendly momentum
+        out_dir / "checkpoints",
+        config={"tokenizer": fingerprinted, "clips": manifest_sha},
+        log=log,
+    )
+    tokenizer = engine.prepare("tokenizer", model)
+    disc_module = Discriminator(channels=cfg.disc_channels)
+    disc = engine.prepare("discriminator", disc_module)
+    lecam = LeCAM().to(engine.device)
+    engine.optimizer("tokenizer", tokenizer)
+    engine.optimizer("discriminator", disc, lr=cfg.disc_lr or cfg.lr)
+    ema = engine.ema("tokenizer_ema", tokenizer)
+    engine.track("lecam", lecam)
+    engine.resume()
+    batches = engine.batches(train_set)
+
+    def train_step(step: int) -> dict[str, float]:
+        tokenizer.train()
+        disc_on = step >= cfg.disc_start
+        adv_on = step >= cfg.gen_adv_start
+        r1_now = disc_on and cfg.r1_weight > 0 and step % cfg.r1_every == 0
+        metrics: dict[str, float] = {}
+        for _ in engine.micro_steps(tokenizer, disc):
+            real = next(batches)
+            with engine.autocast():
+                recon, _, _ = tokenizer(real)
+                rec = reconstruction_loss(recon.float(), real, cfg.recon_loss)
+                loss_g = rec
+                if adv_on:
+                    disc_module.requires_grad_(False)
+                    g_adv = non_saturating_g_loss(disc_module(recon).float())
+                    disc_module.requires_grad_(True)
+                    weight = torch.tensor(cfg.adv_weight, device=real.device)
+                    if cfg.adaptive_weight:
+                        weight = weight * adaptive_weight(rec, g_adv, model.last_layer)
+                    loss_g = rec + weight * g_adv
+                    metrics |= {"g_adv": g_adv.item(), "adv_weight": weight.item()}
+            engine.backward(loss_g)
+            metrics |= {"recon_loss": rec.item(), "g_loss": loss_g.item()}
+            if disc_on:
+                real_in = real.detach().requires_grad_(r1_now)
+                with engine.autocast():
+                    real_logits = disc(real_in).float()
+                    fake_logits = disc(recon.detach()).float()
+                    hinge = hinge_d_loss(real_logits, fake_logits)
+                    loss_d = hinge + cfg.lecam_weight * lecam.penalty(real_logits, fake_logits)
+                if r1_now:
+                    r1 = r1_penalty(real_logits, real_in)
+                    loss_d = loss_d + cfg.r1_weight * cfg.r1_every * r1
+                    metrics["r1"] = r1.item()
+                lecam.update(real_logits, fake_logits)
+                engine.backward(loss_d)
+                metrics |= {
+                    "d_loss": loss_d.item(),
+                    "d_hinge": hinge.item(),
+                    "logits_real": real_logits.mean().item(),
+                    "logits_fake": fake_logits.mean().item(),
+                }
+        metrics["grad_norm_g"] = engine.optimizer_step("tokenizer")
+        if disc_on:
+            metrics["grad_norm_d"] = engine.optimizer_step("discriminator")
+        return metrics
+
+    def validate(step: int) -> dict[str, float]:
+        values, _ = evaluate(ema.module, val_set, cfg, engine.device)
+        return {f"val_{k}": values[k] for k in ("psnr", "ssim", "codebook_usage")}
+
+    started = time.perf_counter()
+    engine.run(train_step, evaluate=validate, eval_every=cfg.eval_every)
+    train_seconds = time.perf_counter() - started
+
+    metrics, strip = evaluate(ema.module, val_set, cfg, engine.device)
+    metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["steps"] = engine.step
+    if engine.is_main:
+        clips_manifest = read_json(clips_dir / "manifest.json")
+        config = {
+            "arch": arch.to_dict(),
+            "size": cfg.size,
+            "clip_frames": train_set.clip_shape[0],
+            "codebook_size": model.codebook_size,
+        }
+        card = model_card(cfg, arch, metrics, clips_manifest)
+        save_artifact(out_dir, ema.module, config, card)
+        write_gif(out_dir / "recon.gif", strip, fps=8)
+    return metrics
