@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from willie.atomic import write_json
@@ -131,3 +134,33 @@ def test_cli_rejects_generator_adversarial_before_discriminator(tmp_path: Path) 
     assert (
         result.exit_code == 1 and "gen_adv_start (50) must be ≥ disc_start (100)" in result.output
     )
+
+
+def test_gan_training_runs_under_torchrun_with_two_cpu_processes(
+    clips: Path, tmp_path: Path
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"tokenizer": {**TINY, "max_steps": 6, "device": "cpu"}}))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "willie.cli",
+        "train-tokenizer",
+        "--no-track",
+        "--params",
+        str(params),
+        "--clips",
+        str(clips),
+        "--out",
+        str(tmp_path / "out"),
+        "--metrics",
+        str(tmp_path / "tokenizer.json"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "tokenizer.json").read_text())  # rank 0 only
+    assert metrics["steps"] == 6 and (tmp_path / "out" / "model.safetensors").is_file()

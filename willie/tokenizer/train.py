@@ -202,8 +202,10 @@ def train_tokenizer(
             if disc_on:
                 real_in = real.detach().requires_grad_(r1_now)
                 with engine.autocast():
-                    real_logits = disc(real_in).float()
-                    fake_logits = disc(recon.detach()).float()
+                    # One forward over real and fake: one DDP reduction, no batch statistics
+                    # in the discriminator to mix them.
+                    both = disc(torch.cat([real_in, recon.detach().to(real_in.dtype)])).float()
+                    real_logits, fake_logits = both.chunk(2)
                     hinge = hinge_d_loss(real_logits, fake_logits)
                     loss_d = hinge + cfg.lecam_weight * lecam.penalty(real_logits, fake_logits)
                 if r1_now:
