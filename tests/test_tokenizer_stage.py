@@ -20,7 +20,7 @@ from willie.data import ClipDataset
 from willie.errors import WillieError
 from willie.preprocess import run_preprocess
 from willie.synthetic import render_synthetic_film
-from willie.tokenizer.model import load_tokenizer
+from willie.tokenizer import load_tokenizer
 from willie.tokenizer.tokenize import run_tokenize
 from willie.tokenizer.train import train_tokenizer
 

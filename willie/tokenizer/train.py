@@ -102,6 +102,13 @@ def evaluate(
 
 
 def model_card(cfg: TokenizerConfig, arch: TokenizerArch, metrics: dict, data: dict) -> str:
+    source = data.get("source", {})
+    clips = data.get("clips", {})
+    data_line = (
+        f"`data/clips`: {clips.get('train')} train and {clips.get('val')} val clips of "
+        f"{data.get('clip_shape')} frames, split {data.get('split_rule')}; film from "
+        f"{source.get('source')} (sha256 {source.get('sha256')})."
+    )
     rows = "\n".join(
         f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
         for k, v in metrics.items()
@@ -115,8 +122,7 @@ A MAGVIT-v2-style causal 3D-CNN video tokenizer with FSQ ({" × ".join(map(str, 
 Weights are the EMA of the generator.
 
 ## Data
-Clips: `data/clips` (source: {data.get("source", {}).get("source")}, sha256 of the film
-{data.get("source", {}).get("sha256")}); {data.get("clips", {})}.
+{data_line}
 
 ## Use
 ```python
