@@ -1,0 +1,183 @@
+"""The peer's side of bench_tokenizer_vs_magvit2.py; runs inside bench/.venv-magvit2.
+
+Imports only magvit2_pytorch, torch and numpy (not willie: the peer has its own torch). Reads
+the clips the driver wrote to --data (float32 in [-1, 1]: `timing.npy` the timed batch [B, 1,
+T, H, W], `train.npy` and `val.npy` clips [N, 1, T, H, W], `order.npy` [steps, B] the train
+clip indices of each training step), then answers the driver one command per stdin line with
+one JSON line on stdout, so the driver can alternate our steps with the peer's:
+
+    (start)        → {"torch", "magvit2_pytorch", "g_params", "d_params"}
+    generator      → {"s"}: one timed generator step (MSE) of the timing model
+    gan            → {"s"}: one timed G + D step of the timing model
+    train STEP     → {"s", "loss"}: one MSE step of the quality model on batch STEP of order.npy
+    psnr           → {"val_psnr"}: the quality model's PSNR on val.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # torch.cuda.amp.autocast in 0.5.1
+from magvit2_pytorch import VideoTokenizer  # noqa: E402
+
+# 3 space stages (8×) then 2 time stages (4×), a residual unit around each: no attention,
+# no gateloop. Widths double at every compression, capped at max_dim.
+LAYERS = (
+    "residual",
+    "compress_space",
+    "residual",
+    "compress_space",
+    "residual",
+    "compress_space",
+    "residual",
+    "compress_time",
+    "residual",
+    "compress_time",
+    "residual",
+)
+GRAD_PENALTY_WEIGHT = 10.0  # the peer's default
+
+
+def adam(params, lr: float) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
+
+
+def count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+def timed(step: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+class PeerBench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        data = Path(args.data)
+        self.args = args
+        self.x = torch.from_numpy(np.load(data / "timing.npy"))
+        self.train = torch.from_numpy(np.load(data / "train.npy"))
+        self.val = torch.from_numpy(np.load(data / "val.npy"))
+        self.order = torch.from_numpy(np.load(data / "order.npy"))
+        # Two models from the same seed: one only timed, one only trained for PSNR.
+        self.timing_model = self.build()
+        # The peer's VideoTokenizer.parameters() already leaves out the discriminator.
+        self.opt_g = adam(self.timing_model.parameters(), args.lr)
+        self.opt_d = adam(self.timing_model.discr_parameters(), args.lr)
+        self.model = self.build()
+        self.opt = adam(self.model.parameters(), args.lr)
+
+    def build(self) -> VideoTokenizer:
+        torch.manual_seed(self.args.seed)
+        size = self.x.shape[-1]
+        return VideoTokenizer(
+            image_size=size,
+            channels=1,
+            init_dim=self.args.init_dim,
+            max_dim=self.args.max_dim,
+            layers=LAYERS,
+            use_fsq=True,
+            fsq_levels=self.args.levels,
+            perceptual_loss_weight=0.0,  # else it builds torchvision's VGG16 and downloads it
+            grad_penalty_loss_weight=GRAD_PENALTY_WEIGHT,
+            discr_kwargs={
+                "dim": self.args.discr_dim,
+                "image_size": size,
+                "channels": 1,
+                "max_dim": 256,
+            },
+            flash_attn=False,
+        ).train()
+
+    def info(self) -> dict:
+        return {
+            "torch": torch.__version__,
+            "magvit2_pytorch": importlib.metadata.version("magvit2-pytorch"),
+            "g_params": count(self.timing_model.parameters()),
+            "d_params": count(self.timing_model.discr_parameters()),
+        }
+
+    def generator_step(self) -> None:
+        self.opt_g.zero_grad(set_to_none=True)
+        loss, _ = self.timing_model(self.x, return_recon_loss_only=True)
+        loss.backward()
+        self.opt_g.step()
+
+    def gan_step(self) -> None:
+        # As its VideoTokenizerTrainer does: G (MSE + adversarial), then D on a second forward
+        # of the tokenizer (hinge + gradient penalty on real and fake frames).
+        model = self.timing_model
+        self.opt_g.zero_grad(set_to_none=True)
+        loss, _ = model(self.x, return_loss=True)
+        loss.backward()
+        self.opt_g.step()
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss, _ = model(self.x, return_discr_loss=True, apply_gradient_penalty=True)
+        d_loss.backward()
+        self.opt_d.step()
+
+    def train_step(self, step: int) -> dict:
+        start = time.perf_counter()
+        batch = self.train[self.order[step]]
+        self.opt.zero_grad(set_to_none=True)
+        loss, _ = self.model(batch, return_recon_loss_only=True)
+        loss.backward()
+        self.opt.step()
+        return {"s": time.perf_counter() - start, "loss": loss.item()}
+
+    def psnr(self) -> float:
+        """Mean over clips of PSNR in dB on the [0, 1] scale (recon clamped to [-1, 1])."""
+        self.model.eval()
+        psnrs = []
+        with torch.no_grad():
+            for clips in self.val.split(len(self.order[0])):
+                recon = self.model(clips).clamp(-1, 1)
+                mse = ((recon - clips) / 2).square().flatten(1).mean(1)  # on the [0, 1] scale
+                psnrs += (10 * torch.log10(1 / mse)).tolist()
+        self.model.train()
+        return float(np.mean(psnrs))
+
+    def answer(self, line: str) -> dict:
+        command, *rest = line.split()
+        if command == "generator":
+            return {"s": timed(self.generator_step)}
+        if command == "gan":
+            return {"s": timed(self.gan_step)}
+        if command == "train":
+            return self.train_step(int(rest[0]))
+        if command == "psnr":
+            return {"val_psnr": self.psnr()}
+        raise ValueError(f"unknown command {line!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--init-dim", type=int, required=True)
+    parser.add_argument("--max-dim", type=int, required=True)
+    parser.add_argument("--discr-dim", type=int, required=True)
+    parser.add_argument("--levels", type=int, nargs="+", required=True)
+    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    bench = PeerBench(args)
+    print(json.dumps(bench.info()), flush=True)
+    for line in sys.stdin:  # until the driver closes our stdin
+        print(json.dumps(bench.answer(line)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
