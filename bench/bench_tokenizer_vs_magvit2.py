@@ -50,6 +50,7 @@ from willie.atomic import write_json
 from willie.config import PreprocessConfig, TokenizerConfig
 from willie.data import ClipDataset
 from willie.preprocess import run_preprocess
+from willie.quality import psnr
 from willie.tokenizer.discriminator import Discriminator
 from willie.tokenizer.losses import (
     LeCAM,
@@ -198,8 +199,7 @@ class OursBench:
         with torch.no_grad():
             for clips in self.val.split(self.args.batch):
                 recon = self.model(clips)[0].clamp(-1, 1)
-                mse = ((recon - clips) / 2).square().flatten(1).mean(1)  # on the [0, 1] scale
-                psnrs += (10 * torch.log10(1 / mse)).tolist()
+                psnrs += psnr(recon, clips).tolist()  # the stage's own measure
         self.model.train()
         return float(np.mean(psnrs))
 
