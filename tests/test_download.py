@@ -18,8 +18,9 @@ from urllib.parse import quote
 
 import pytest
 
+from willie.checksums import file_checksums
 from willie.config import DataConfig
-from willie.download import ArchiveFile, cached_path, file_checksums, pick_file, run_download
+from willie.download import ArchiveFile, cached_path, pick_file, run_download
 from willie.errors import WillieError
 from willie.video import VideoError, probe
 

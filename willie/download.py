@@ -26,7 +26,6 @@ metadata is deleted and refused.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -51,6 +50,7 @@ from rich.progress import (
 
 from willie import __version__
 from willie.atomic import atomic_path, write_json
+from willie.checksums import Checksums, file_checksums
 from willie.config import DataConfig
 from willie.errors import WillieError
 from willie.synthetic import render_synthetic_film
@@ -72,29 +72,6 @@ OFFLINE_HINT = (
 
 T = TypeVar("T")
 _console = Console(stderr=True)
-
-
-@dataclass(frozen=True)
-class Checksums:
-    size: int
-    md5: str
-    sha1: str
-    sha256: str
-
-
-def file_checksums(path: str | os.PathLike[str]) -> Checksums:
-    """Size, md5, sha1 and sha256 of a file, in one streaming pass."""
-    md5 = hashlib.md5(usedforsecurity=False)
-    sha1 = hashlib.sha1(usedforsecurity=False)
-    sha256 = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            md5.update(chunk)
-            sha1.update(chunk)
-            sha256.update(chunk)
-            size += len(chunk)
-    return Checksums(size, md5.hexdigest(), sha1.hexdigest(), sha256.hexdigest())
 
 
 @dataclass(frozen=True)

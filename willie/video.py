@@ -118,6 +118,13 @@ def _filter_graph(
     return graph
 
 
+def _filter(graph: av.filter.Graph, frame: av.VideoFrame, expand: np.ndarray | None) -> np.ndarray:
+    """One decoded frame through the graph → [H, W] uint8 full-range gray."""
+    graph.push(frame)
+    pixels = graph.pull().to_ndarray()
+    return expand[pixels] if expand is not None else pixels
+
+
 def iter_gray_frames(
     path: str | os.PathLike[str],
     *,
@@ -144,12 +151,7 @@ def iter_gray_frames(
             for frame in container.decode(stream):
                 if frame.time is not None and frame.time < start_s - 1e-3:
                     continue
-                graph.push(frame)
-                pixels = graph.pull().to_ndarray()
-                yield Frame(
-                    time_s=float(frame.time or 0.0),
-                    pixels=expand[pixels] if expand is not None else pixels,
-                )
+                yield Frame(time_s=float(frame.time or 0.0), pixels=_filter(graph, frame, expand))
                 decoded += 1
                 if decoded == max_frames:
                     return
@@ -180,9 +182,7 @@ def sample_gray_frames(
                 if len(samples) >= first and not packet.is_keyframe:
                     continue
                 for frame in packet.decode():
-                    graph.push(frame)
-                    pixels = graph.pull().to_ndarray()
-                    samples.append(expand[pixels] if expand is not None else pixels)
+                    samples.append(_filter(graph, frame, expand))
         except av.error.FFmpegError as e:
             raise VideoError(f"{path}: corrupt video ({e})") from None
     if not samples:

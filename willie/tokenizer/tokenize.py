@@ -21,12 +21,12 @@ from torch.utils.data import DataLoader
 
 from willie.atomic import atomic_path, write_json
 from willie.checkpoint import load_artifact_config
+from willie.checksums import file_checksums
 from willie.config import TokenizerConfig
 from willie.data import SPLITS, ClipDataset
 from willie.engine import autocast, resolve_device
 from willie.tokenizer.fsq import codebook_usage
 from willie.tokenizer.model import load_tokenizer
-from willie.tokenizer.train import file_sha256
 
 
 def token_dtype(codebook_size: int) -> np.dtype:
@@ -81,7 +81,7 @@ def run_tokenize(
                 "clip_shape": list(dataset.clip_shape),
                 "dtype": dtype.name,
                 "clips": counts,
-                "tokenizer_sha256": file_sha256(tokenizer_dir / "model.safetensors"),
+                "tokenizer_sha256": file_checksums(tokenizer_dir / "model.safetensors").sha256,
             },
         )
     total = sum(counts.values())

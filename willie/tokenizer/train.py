@@ -10,7 +10,6 @@ The published model is the EMA of the generator's weights.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from einops import rearrange
 
 from willie.atomic import read_json
 from willie.checkpoint import save_artifact
+from willie.checksums import file_checksums
 from willie.config import TokenizerConfig
 from willie.data import ClipDataset
 from willie.engine import Engine, TrainSettings
@@ -53,14 +53,6 @@ def architecture(cfg: TokenizerConfig) -> TokenizerArch:
         num_res_blocks=cfg.num_res_blocks,
         levels=tuple(cfg.fsq_levels),
     )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @torch.no_grad()
@@ -161,7 +153,7 @@ def train_tokenizer(
         model.latent_shape(*train_set.clip_shape)
     except ValueError as e:
         raise WillieError(f"the clips do not fit the tokenizer: {e}") from None
-    manifest_sha = file_sha256(clips_dir / "manifest.json")
+    manifest_sha = file_checksums(clips_dir / "manifest.json").sha256
     fingerprinted = {
         k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED
     }
