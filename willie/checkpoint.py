@@ -70,6 +70,15 @@ def save_artifact(
     write_bytes(directory / "MODEL_CARD.md", card.encode())
 
 
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """A model card's Markdown table of metrics."""
+    rows = "\n".join(
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in metrics.items()
+    )
+    return f"| metric | value |\n|---|---|\n{rows}"
+
+
 def load_artifact_config(directory: str | os.PathLike[str], stage: str) -> dict[str, Any]:
     directory = Path(directory)
     if not (directory / "model.safetensors").is_file() or not (directory / "config.json").is_file():

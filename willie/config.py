@@ -189,10 +189,123 @@ class TokenizerConfig(TrainingSection):
         return [self.levels] * self.fsq_dims if isinstance(self.levels, int) else self.levels
 
 
+class TransformerConfig(TrainingSection):
+    """`transformer`: the decoder-only token transformer (`train_transformer` stage)."""
+
+    context: int = Field(512, ge=2, description="training window in tokens")
+    window: int = Field(256, ge=1, description="causal sliding-window attention span (tokens)")
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    width: int = Field(256, ge=8)
+    mlp_ratio: float = Field(4.0, gt=0)
+    head: Literal["joint", "factorized"] = Field(
+        "factorized", description="one softmax over the codebook, or one per FSQ dimension"
+    )
+    attention: Literal["auto", "flash_attn", "flex", "sdpa"] = "auto"
+    positions: Literal["alibi", "learned"] = Field(
+        "alibi", description="learned absolute positions exist only as a baseline for benches"
+    )
+    dropout: float = Field(0.0, ge=0, lt=1)
+    eval_windows: int = Field(64, ge=1, description="val windows for bits/token")
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> TransformerConfig:
+        if self.window > self.context:
+            raise ValueError(
+                f"transformer.window ({self.window}) must be ≤ transformer.context "
+                f"({self.context}): a training window shorter than the attention span never "
+                "trains the span's far end"
+            )
+        if self.width % self.heads:
+            raise ValueError(
+                f"transformer.heads ({self.heads}) must divide transformer.width ({self.width})"
+            )
+        if (self.width // self.heads) % 2:
+            raise ValueError(f"transformer.width / heads = {self.width // self.heads} must be even")
+        return self
+
+
+class SuperresConfig(TrainingSection):
+    """`superres`: video super-resolution to the stored clip size (`train_superres` stage)."""
+
+    scale: int = Field(2, ge=2, le=8, description="upscaling factor (stored size / input size)")
+    frames: int = Field(3, ge=1, description="neighbouring input frames per output frame (odd)")
+    channels: int = Field(32, ge=8)
+    blocks: int = Field(4, ge=1, description="residual blocks")
+    crop: int = Field(64, ge=8, description="high-resolution training crop (pixels)")
+    adv_weight: float = Field(0.0, ge=0, description="optional GAN loss weight (0: L1 only)")
+    eval_clips: int = Field(32, ge=1, description="val clips for PSNR/SSIM")
+
+    @field_validator("frames")
+    @classmethod
+    def _odd(cls, frames: int) -> int:
+        if frames % 2 == 0:
+            raise ValueError("must be odd: the output frame sits at the centre of its inputs")
+        return frames
+
+
+class SampleConfig(Section):
+    """`sample`: new clips from the transformer, decoded and upscaled (`sample` stage)."""
+
+    num_clips: int = Field(4, ge=1, description="samples to generate")
+    frames: int = Field(49, description="frames per sample, 1 + 4k")
+    prompt_frames: int = Field(0, ge=0, description="0: unconditional; else 1 + 4k real frames")
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0, description="0: off")
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = Field(0, ge=0)
+    fps: float = Field(24.0, gt=0)
+    upscale: bool = Field(True, description="run the super-resolution model on the samples")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("num_clips", mode="before")
+    @classmethod
+    def _at_least_one(cls, n: Any) -> Any:
+        if n == 0:
+            raise ValueError("must be ≥ 1: there is nothing to sample with num_clips 0")
+        return n
+
+    @field_validator("frames", "prompt_frames")
+    @classmethod
+    def _one_plus_4k(cls, frames: int) -> int:
+        if frames and (frames - 1) % 4:
+            raise ValueError(
+                f"must be 1 + 4k (5, 9, 17, 49, …): the tokenizer turns the first frame and "
+                f"then every 4 frames into one latent frame; got {frames}"
+            )
+        return frames
+
+    @model_validator(mode="after")
+    def _prompt_shorter_than_sample(self) -> SampleConfig:
+        if self.frames < 1:
+            raise ValueError("sample.frames must be ≥ 1")
+        if self.prompt_frames >= self.frames:
+            raise ValueError(
+                f"sample.prompt_frames ({self.prompt_frames}) must be < sample.frames "
+                f"({self.frames}): the prompt is part of the sample, so nothing would be new"
+            )
+        return self
+
+
+class EvaluateConfig(Section):
+    """`evaluate`: quality metrics of every model and of the samples (`evaluate` stage)."""
+
+    i3d_weights: str | None = Field(
+        None, description="an I3D weights file you supply, for FVD; none is downloaded"
+    )
+    max_clips: int = Field(256, ge=2, description="clips per set for the distribution metrics")
+    batch_size: int = Field(8, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig,
     "preprocess": PreprocessConfig,
     "tokenizer": TokenizerConfig,
+    "transformer": TransformerConfig,
+    "superres": SuperresConfig,
+    "sample": SampleConfig,
+    "evaluate": EvaluateConfig,
 }
 
 S = TypeVar("S", bound=Section)

@@ -412,12 +412,16 @@ class Engine:
         evaluate: Callable[[int], dict[str, float]] | None = None,
         eval_every: int = 0,
         samples_per_step: int | None = None,
+        rate_name: str = "clips_per_s",
     ) -> None:
-        """Run optimizer steps from the resumed step to `max_steps`, checkpointing as it goes."""
+        """Run optimizer steps from the resumed step to `max_steps`, checkpointing as it goes.
+
+        Throughput is logged as `rate_name` = `samples_per_step` (default: the batch) per second.
+        """
         s = self.settings
         samples_per_step = samples_per_step or s.batch_size
         previous = signal.signal(signal.SIGTERM, self._request_stop)
-        progress = _Progress(self.is_main, s.max_steps, self.step)
+        progress = _Progress(self.is_main, s.max_steps, self.step, rate_name)
         try:
             while self.step < s.max_steps:
                 started = time.perf_counter()
@@ -429,7 +433,7 @@ class Engine:
                     average.update(source)
                 self.step += 1
                 elapsed = time.perf_counter() - started
-                metrics = {**metrics, "clips_per_s": samples_per_step / elapsed}
+                metrics = {**metrics, rate_name: samples_per_step / elapsed}
                 for name in self._optimizers:
                     metrics[f"lr_{name}"] = self.lr(name)
                 if evaluate and eval_every and self.step % eval_every == 0:
@@ -496,11 +500,11 @@ def _unwrap(module: nn.Module) -> nn.Module:
 class _Progress:
     """A rich progress bar on a terminal; a log line every few seconds otherwise (DVC, CI)."""
 
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
+    def __init__(self, enabled: bool, total: int, start: int, rate_name: str) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.enabled, self.total = enabled, total
+        self.enabled, self.total, self.rate_name = enabled, total, rate_name
         self.console = Console(stderr=True)
         self.interactive = enabled and self.console.is_terminal
         self._last_line = 0.0
@@ -519,7 +523,7 @@ class _Progress:
     def update(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        keys = [*[k for k in metrics if "loss" in k][:3], "clips_per_s"]
+        keys = [*[k for k in metrics if "loss" in k][:3], self.rate_name]
         info = "  ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
         if self._progress is not None:
             self._progress.update(self._task, completed=step, info=info)

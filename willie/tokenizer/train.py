@@ -20,7 +20,7 @@ import torch
 from einops import rearrange
 
 from willie.atomic import read_json
-from willie.checkpoint import save_artifact
+from willie.checkpoint import metrics_table, save_artifact
 from willie.checksums import file_checksums
 from willie.config import TokenizerConfig
 from willie.data import ClipDataset
@@ -101,10 +101,6 @@ def model_card(cfg: TokenizerConfig, arch: TokenizerArch, metrics: dict, data: d
         f"{data.get('clip_shape')} frames, split {data.get('split_rule')}; film from "
         f"{source.get('source')} (sha256 {source.get('sha256')})."
     )
-    rows = "\n".join(
-        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-        for k, v in metrics.items()
-    )
     return f"""# willie tokenizer
 
 A MAGVIT-v2-style causal 3D-CNN video tokenizer with FSQ ({" × ".join(map(str, arch.levels))}
@@ -130,9 +126,7 @@ video = tokenizer.decode(indices)
 ```
 
 ## Validation metrics
-| metric | value |
-|---|---|
-{rows}
+{metrics_table(metrics)}
 """
 
 
