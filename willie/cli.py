@@ -164,5 +164,34 @@ def tokenize(
     run_stage("tokenize", "tokenizer", params, metrics, track, work, (out / "manifest.json",))
 
 
+@app.command("train-transformer")
+def train_transformer(
+    tokens: Annotated[Path, typer.Option(help="token arrays from `tokenize`")] = Path(
+        "data/tokens"
+    ),
+    out: Annotated[Path, typer.Option(help="where the trained model goes")] = Path(
+        "stages/transformer"
+    ),
+    plots: Annotated[Path, typer.Option(help="where the loss curves go")] = Path("metrics/plots"),
+    params: ParamsOption = Path("params.yaml"),
+    metrics: MetricsOption = Path("metrics/transformer.json"),
+    track: TrackOption = True,
+) -> None:
+    """Train the ALiBi sliding-window transformer on the token streams."""
+
+    def work(cfg: Any, log: Log | None) -> dict[str, Any]:
+        from willie.transformer.train import train_transformer
+
+        return train_transformer(cfg, tokens, out, plots, log=log)
+
+    artifacts = (
+        out / "MODEL_CARD.md",
+        out / "config.json",
+        plots / "transformer_train_loss.csv",
+        plots / "transformer_val_loss.csv",
+    )
+    run_stage("train_transformer", "transformer", params, metrics, track, work, artifacts)
+
+
 if __name__ == "__main__":
     app()

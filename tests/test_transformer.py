@@ -1,0 +1,300 @@
+"""The token transformer: attention backends, ALiBi, windows, heads, KV cache, data, stage."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from willie.atomic import write_json
+from willie.config import TransformerConfig, parse_section
+from willie.engine import StopRequested
+from willie.errors import WillieError
+from willie.transformer.attention import (
+    alibi_slopes,
+    attention,
+    available_backends,
+    resolve_backend,
+)
+from willie.transformer.data import TokenStreams, TokenWindows, chain_clips
+from willie.transformer.generate import generate, generate_uncached, sampler
+from willie.transformer.model import IGNORE, TokenTransformer, TransformerArch, load_transformer
+from willie.transformer.train import train_transformer
+
+LEVELS = (4, 3, 2)  # 24 codes: small enough to enumerate
+
+
+def naive_attention(q, k, v, slopes, window):
+    """softmax(QKᵀ/√d + bias)V written out, positions 0..L-1."""
+    L, d = q.shape[2], q.shape[3]
+    i = torch.arange(L)[:, None]
+    j = torch.arange(L)[None, :]
+    bias = -slopes[:, None, None] * (i - j)
+    bias = bias.masked_fill((j > i) | (i - j >= window), float("-inf"))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d) + bias
+    return scores.softmax(-1) @ v
+
+
+def test_alibi_slopes_follow_the_paper():
+    assert torch.allclose(alibi_slopes(8), torch.tensor([2.0**-i for i in range(1, 9)]))
+    assert torch.allclose(alibi_slopes(4), torch.tensor([2.0**-i for i in (2, 4, 6, 8)]))
+    # 6 heads: the 4-head slopes, then every other slope of the 8-head sequence
+    expected = [2.0**-i for i in (2, 4, 6, 8, 1, 3)]
+    assert torch.allclose(alibi_slopes(6), torch.tensor(expected))
+
+
+@pytest.mark.parametrize("length", [5, 8, 13])  # below, equal to and above the window
+@pytest.mark.parametrize("backend", available_backends(torch.device("cpu")))
+def test_backend_matches_naive_reference_forward_and_backward(backend, length):
+    window, slopes = 8, alibi_slopes(4)
+    torch.manual_seed(length)
+    inputs = [torch.randn(2, 4, length, 16, dtype=torch.float64, requires_grad=True)]
+    inputs += [torch.randn(2, 4, length, 16, dtype=torch.float64, requires_grad=True)]
+    inputs += [torch.randn(2, 4, length, 16, dtype=torch.float64, requires_grad=True)]
+    out = attention(*inputs, slopes=slopes, window=window, backend=backend)
+    ref = naive_attention(*inputs, slopes.double(), window)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(ref)
+    got = torch.autograd.grad(out, inputs, grad)
+    want = torch.autograd.grad(ref, inputs, grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize("length", [5, 8, 13])
+def test_flex_forward_matches_naive_reference_on_cpu(length):
+    """FlexAttention trains only on CUDA, but its CPU forward checks the score_mod and mask."""
+    window, slopes = 8, alibi_slopes(4)
+    torch.manual_seed(length)
+    q, k, v = torch.randn(3, 1, 4, length, 16).unbind(0)
+    out = attention(q, k, v, slopes=slopes, window=window, backend="flex")
+    torch.testing.assert_close(out, naive_attention(q, k, v, slopes, window), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU backends need CUDA")
+@pytest.mark.parametrize("backend", ["flex", "flash_attn"])
+def test_gpu_backends_match_sdpa(backend):
+    if backend not in available_backends(torch.device("cuda")):
+        pytest.skip(f"{backend} is not installed")
+    window, slopes = 64, alibi_slopes(8)
+    q, k, v = (
+        torch.randn(2, 8, 200, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        for _ in range(3)
+    )
+    out = attention(q, k, v, slopes=slopes, window=window, backend=backend)
+    ref = attention(q, k, v, slopes=slopes, window=window, backend="sdpa")
+    torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
+
+
+def test_a_token_never_sees_the_future_or_beyond_the_window():
+    window, L = 4, 12
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 1, 2, L, 8).unbind(0)
+    base = attention(q, k, v, slopes=alibi_slopes(2), window=window)
+    for j in range(L):
+        k2, v2 = k.clone(), v.clone()
+        k2[:, :, j] += 5
+        v2[:, :, j] += 5
+        out = attention(q, k2, v2, slopes=alibi_slopes(2), window=window)
+        changed = (out - base).abs().amax(dim=(0, 1, 3)) > 1e-6  # [L]
+        sees_j = [(0 <= i - j < window) for i in range(L)]
+        assert changed.tolist() == sees_j, f"perturbing key {j}"
+
+
+def test_model_is_causal():
+    model = TokenTransformer(tiny_arch()).eval()
+    ids = torch.randint(0, 24, (1, 20))
+    h = model.hidden(ids)
+    ids2 = ids.clone()
+    ids2[0, 12] = (ids[0, 12] + 1) % 24
+    h2 = model.hidden(ids2)
+    torch.testing.assert_close(h[:, :12], h2[:, :12])
+    assert not torch.allclose(h[:, 12:], h2[:, 12:])
+
+
+def tiny_arch(**overrides) -> TransformerArch:
+    values = dict(levels=LEVELS, layers=2, heads=2, width=32, window=6, context=12)
+    return TransformerArch(**{**values, **overrides})
+
+
+@pytest.mark.parametrize("head", ["joint", "factorized"])
+def test_kv_cached_generation_equals_recomputation_beyond_the_window(head):
+    torch.manual_seed(1)
+    model = TokenTransformer(tiny_arch(head=head)).eval()
+    prompt = torch.tensor([[24, 3, 7, 1], [24, 0, 0, 5]])
+    cached = generate(model, prompt, 30)  # 34 tokens ≫ window 6, > 2× context
+    assert torch.equal(cached, generate_uncached(model, prompt, 30))
+    caches = model.new_caches()
+    model.hidden(cached, 0, caches)
+    assert all(c.k.shape[2] == model.arch.window for c in caches)  # the rolling buffer
+
+
+def test_factorized_loss_is_the_sum_of_per_dimension_cross_entropies():
+    torch.manual_seed(2)
+    model = TokenTransformer(tiny_arch(head="factorized"))
+    ids = torch.randint(0, 24, (2, 10))
+    targets = torch.randint(0, 24, (2, 10))
+    targets[1, 7:] = IGNORE
+    h = model.hidden(ids)
+    per_dim = model.head.dimension_losses(h, targets)
+    digits = model.head.digits.split(targets.clamp(min=0))
+    valid = targets != IGNORE
+    hd, expected = h, []
+    for d, out in enumerate(model.head.outs):
+        expected.append(torch.nn.functional.cross_entropy(out(hd)[valid], digits[..., d][valid]))
+        if d < 2:
+            hd = hd + model.head.conds[d](digits[..., d])
+    torch.testing.assert_close(per_dim, torch.stack(expected))
+    torch.testing.assert_close(model(ids, targets), torch.stack(expected).sum())
+
+
+def test_factorized_head_is_a_normalized_distribution_over_codes():
+    """Σ over all 24 codes of Π_d p(digit_d | digit_<d) = 1: bits/token are comparable."""
+    torch.manual_seed(3)
+    model = TokenTransformer(tiny_arch(head="factorized"))
+    h = model.hidden(torch.randint(0, 24, (1, 5)))[:, -1:].expand(1, 24, -1)  # [1, 24, C]
+    codes = torch.arange(24)[None]
+    nats_each = torch.stack(
+        [model.head.loss(h[:, i : i + 1], codes[:, i : i + 1]) for i in range(24)]
+    ).detach()
+    assert math.isclose(float(torch.exp(-nats_each).sum()), 1.0, rel_tol=1e-5)
+
+
+def test_sampler_respects_top_k_and_top_p():
+    logits = torch.tensor([[5.0, 4.0, 1.0, 0.0, -1.0]]).repeat(400, 1)
+    g = torch.Generator().manual_seed(0)
+    assert set(sampler(top_k=2, generator=g)(logits).tolist()) == {0, 1}
+    # p(0) ≈ 0.71, p(1) ≈ 0.26: top_p 0.5 keeps only the first
+    assert set(sampler(top_p=0.5, generator=g)(logits).tolist()) == {0}
+    seeded = [sampler(generator=torch.Generator().manual_seed(7))(logits) for _ in range(2)]
+    assert torch.equal(*seeded)
+
+
+def test_clips_chain_where_one_ends_and_the_next_begins():
+    scene = np.array([0, 0, 0, 0, 0, 1, 1])
+    start = np.array([0, 8, 16, 24, 32, 100, 116])
+    assert chain_clips(scene, start, 17) == [[0, 2, 4], [1, 3], [5, 6]]
+
+
+def write_tokens(
+    directory: Path, clips: dict[str, np.ndarray], levels=LEVELS, spacing: int = 8
+) -> Path:
+    """A token directory as `willie tokenize` writes it; clips [N, t, h, w] per split, starting
+    `spacing` frames apart in one scene (8 chains 9-frame clips; more keeps them apart)."""
+    for split, tokens in clips.items():
+        (directory / split).mkdir(parents=True)
+        np.save(directory / split / "tokens.npy", tokens.astype(np.uint16))
+        np.save(directory / split / "scene.npy", np.zeros(len(tokens), np.int32))
+        np.save(
+            directory / split / "start_frame.npy", np.arange(len(tokens), dtype=np.int32) * spacing
+        )
+    t, h, w = next(iter(clips.values())).shape[1:]
+    write_json(
+        directory / "manifest.json",
+        {
+            "codebook_size": int(np.prod(levels)),
+            "levels": list(levels),
+            "latent_shape": [t, h, w],
+            "clip_shape": [1 + 4 * (t - 1), 8 * h, 8 * w],
+        },
+    )
+    return directory
+
+
+def patterned_clips(n: int, seed: int) -> np.ndarray:
+    """Clips of one flat tone held still: one random code repeated over [t=3, h=2, w=2]."""
+    rng = np.random.default_rng(seed)
+    return np.broadcast_to(rng.integers(0, 24, size=(n, 1, 1, 1)), (n, 3, 2, 2)).copy()
+
+
+def test_token_streams_chain_clips_and_drop_the_shared_latent_frame(tmp_path):
+    clips = patterned_clips(4, 0)  # starts 0, 8, 16, 24 with 9-frame clips (t = 3)
+    streams = TokenStreams(write_tokens(tmp_path / "tokens", {"train": clips}), "train")
+    assert len(streams.streams) == 1  # every clip starts where the previous ended (8 = 9 − 1)
+    [stream] = streams.streams
+    assert stream[0] == 24  # BOS
+    assert len(stream) == 1 + 12 + 3 * 8  # clip 0 whole, then 2 latent frames per clip
+    np.testing.assert_array_equal(stream[13:21], clips[1, 1:].reshape(-1))
+    assert len(set(stream[1:].tolist())) == 4  # one tone per clip
+
+
+def test_windows_pad_short_streams_with_ignored_targets(tmp_path):
+    streams = TokenStreams(write_tokens(tmp_path / "t", {"train": patterned_clips(1, 0)}), "train")
+    [item] = TokenWindows(streams, 20)
+    ids, targets = item
+    assert ids[0] == 24 and (targets[12:] == IGNORE).all() and (targets[:12] >= 0).all()
+    torch.testing.assert_close(ids[1:12], targets[:11])
+
+
+def test_tokens_beyond_the_manifest_codebook_are_refused(tmp_path):
+    clips = patterned_clips(2, 0)
+    clips[0, 0, 0, 0] = 99
+    directory = write_tokens(tmp_path / "tokens", {"train": clips})
+    with pytest.raises(WillieError, match="codebook_size 24"):
+        TokenStreams(directory, "train")
+
+
+def test_bad_shapes_are_clear_errors():
+    with pytest.raises(WillieError, match=r"window \(64\) must be ≤ transformer.context \(32\)"):
+        parse_section("transformer", {"window": 64, "context": 32}, TransformerConfig)
+    with pytest.raises(WillieError, match=r"heads \(3\) must divide transformer.width \(64\)"):
+        parse_section("transformer", {"heads": 3, "width": 64}, TransformerConfig)
+    with pytest.raises(WillieError, match="attention=flash_attn is unavailable"):
+        resolve_backend("flash_attn", torch.device("cpu"))
+
+
+def stage_config(**overrides) -> TransformerConfig:
+    values = dict(
+        context=12, window=6, layers=2, heads=2, width=32, batch_size=8, max_steps=100,
+        lr=1e-2, warmup_steps=5, eval_every=50, log_every=10, checkpoint_every=50,
+        eval_windows=16, device="cpu",
+    )  # fmt: skip
+    return TransformerConfig(**{**values, **overrides})
+
+
+@pytest.fixture
+def token_dir(tmp_path) -> Path:
+    clips = {"train": patterned_clips(60, 0), "val": patterned_clips(16, 1)}
+    return write_tokens(tmp_path / "tokens", clips, spacing=100)
+
+
+def test_stage_learns_the_pattern_and_publishes_a_loadable_model(token_dir, tmp_path):
+    out, plots = tmp_path / "transformer", tmp_path / "plots"
+    metrics = train_transformer(stage_config(), token_dir, out, plots)
+    # a random code costs log2(24) = 4.58 bits; 11 of each clip's 12 tokens are copies
+    assert metrics["val_bits_per_token"] < 3.5
+    assert metrics["val_bits_per_token_2x"] < 1.05 * metrics["val_bits_per_token"]
+    model = load_transformer(out)
+    assert model.arch.levels == LEVELS and model.arch.head == "factorized"
+    curve = (plots / "transformer_train_loss.csv").read_text().splitlines()
+    assert curve[0] == "step,bits_per_token" and len(curve) == 1 + 10
+    assert len((plots / "transformer_val_loss.csv").read_text().splitlines()) == 1 + 2
+    assert "## Validation metrics" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_stage_stopped_by_sigterm_resumes_to_the_same_weights(token_dir, tmp_path):
+    cfg = stage_config(max_steps=20, eval_every=0)
+    train_transformer(cfg, token_dir, tmp_path / "straight", tmp_path / "p1")
+
+    def stop_at_step_10(values, step):
+        if step == 10:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(StopRequested):
+        train_transformer(
+            cfg, token_dir, tmp_path / "resumed", tmp_path / "p2", log=stop_at_step_10
+        )
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    train_transformer(cfg, token_dir, tmp_path / "resumed", tmp_path / "p2")
+    a = load_transformer(tmp_path / "straight").state_dict()
+    b = load_transformer(tmp_path / "resumed").state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], msg=name)
+    curve = (tmp_path / "p2" / "transformer_train_loss.csv").read_text().splitlines()
+    assert curve == (tmp_path / "p1" / "transformer_train_loss.csv").read_text().splitlines()

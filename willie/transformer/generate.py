@@ -1,0 +1,86 @@
+"""Token generation: a rolling KV cache, temperature / top-k / top-p, and the uncached reference.
+
+With the factorized head each FSQ dimension is sampled in turn from its own softmax; top-k
+and top-p then act per dimension (top-k capped at that dimension's levels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from willie.transformer.model import TokenTransformer
+
+Pick = Callable[[Tensor], Tensor]  # logits [B, V] -> chosen ids [B]
+Progress = Callable[[int], None]  # called with the number of new tokens so far
+
+
+def greedy(logits: Tensor) -> Tensor:
+    return logits.argmax(-1)
+
+
+def sampler(
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Pick:
+    """A seeded sampler: logits / temperature, keep the top-k and the top-p nucleus, draw."""
+
+    def pick(logits: Tensor) -> Tensor:
+        logits = logits.float() / temperature
+        if 0 < top_k < logits.shape[-1]:
+            kth = logits.topk(top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p < 1.0:
+            sorted_logits, order = logits.sort(dim=-1, descending=True)
+            probs = sorted_logits.softmax(-1)
+            # drop a token when the tokens ranked above it already hold top_p of the mass
+            drop = probs.cumsum(-1) - probs >= top_p
+            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        probs = logits.softmax(-1)
+        return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+    return pick
+
+
+@torch.inference_mode()
+def generate(
+    model: TokenTransformer,
+    prompt: Tensor,
+    new_tokens: int,
+    pick: Pick = greedy,
+    progress: Progress | None = None,
+) -> Tensor:
+    """prompt [B, P] (BOS first) -> [B, P + new_tokens], decoding from a rolling KV cache.
+
+    The cache of each layer holds the last `window` keys, so memory and per-token time stay
+    flat however far past the training context the sequence runs.
+    """
+    caches = model.new_caches()
+    h = model.hidden(prompt, 0, caches)[:, -1]  # prefill: [B, C]
+    tokens = [prompt]
+    for i in range(new_tokens):
+        token = model.head.sample(h, pick)  # [B]
+        tokens.append(token[:, None])
+        if progress is not None:
+            progress(i + 1)
+        if i + 1 < new_tokens:
+            h = model.hidden(token[:, None], prompt.shape[1] + i, caches)[:, -1]
+    return torch.cat(tokens, dim=1)
+
+
+@torch.inference_mode()
+def generate_uncached(
+    model: TokenTransformer, prompt: Tensor, new_tokens: int, pick: Pick = greedy
+) -> Tensor:
+    """The reference: recompute the whole sequence's forward for every new token."""
+    tokens = prompt
+    for _ in range(new_tokens):
+        h = model.hidden(tokens)[:, -1]
+        tokens = torch.cat([tokens, model.head.sample(h, pick)[:, None]], dim=1)
+    return tokens

@@ -1,0 +1,326 @@
+"""The decoder-only token transformer over FSQ codes.
+
+    ids [B, L] (codes 0..V-1, and BOS = V: the scene-start token)
+      → TokenEmbedding: the sum of one small table per FSQ dimension (11^5 codes: 5×11 rows)
+      → layers × Block: pre-RMSNorm, ALiBi causal sliding-window attention, SwiGLU MLP
+      → RMSNorm → head:
+          joint       one softmax over the V codes (small codebooks)
+          factorized  one softmax per FSQ dimension d, conditioned on the digits of the
+                      dimensions before it: p(code) = Π_d p(digit_d | h, digit_<d), exact, so
+                      its bits/token compare with the joint head's
+    loss in nats per predicted token (bits = nats / ln 2)
+
+No learned absolute positions: ALiBi biases make attention depend on distance only, and the
+window bounds it, so the model runs on sequences longer than it was trained on and decodes
+from a rolling KV cache of `window` entries (memory and per-token time stay flat).
+`positions="learned"` exists as the baseline that shows why (bench/bench_transformer.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from willie.checkpoint import load_artifact_config, load_artifact_weights
+from willie.errors import WillieError
+from willie.transformer.attention import Backend, alibi_slopes, attention
+
+IGNORE = -1  # target of a position that has no next token (padding)
+
+
+@dataclass(frozen=True)
+class TransformerArch:
+    """The model's shape; saved as `config.json` beside `model.safetensors`."""
+
+    levels: tuple[int, ...]  # the tokenizer's FSQ levels: codebook = Π levels
+    layers: int = 4
+    heads: int = 4
+    width: int = 256
+    mlp_ratio: float = 4.0
+    window: int = 256  # attention span in tokens (the query included)
+    context: int = 512  # training length; learned positions cover 2× of it
+    head: Literal["joint", "factorized"] = "factorized"
+    positions: Literal["alibi", "learned"] = "alibi"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
+        if self.width % self.heads or (self.width // self.heads) % 2:
+            raise WillieError(
+                f"transformer.heads ({self.heads}) must divide transformer.width ({self.width}) "
+                "into an even head size"
+            )
+        if not 1 <= self.window <= self.context:
+            raise WillieError(
+                f"transformer.window ({self.window}) must be in 1..context ({self.context})"
+            )
+        if not self.levels or min(self.levels) < 2:
+            raise WillieError(f"FSQ levels must be integers ≥ 2, got {self.levels}")
+
+    @property
+    def codebook_size(self) -> int:
+        return math.prod(self.levels)
+
+    @property
+    def bos(self) -> int:
+        """The scene-start token's id: one past the last code."""
+        return self.codebook_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransformerArch:
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(data) - known):
+            raise WillieError(f"unknown transformer arch keys {unknown}; allowed {sorted(known)}")
+        return cls(**data)
+
+
+class Digits(nn.Module):
+    """Codes <-> their FSQ digits (mixed radix, the tokenizer's `FSQ.codes_to_indices` order)."""
+
+    def __init__(self, levels: Sequence[int]) -> None:
+        super().__init__()
+        basis = torch.cumprod(torch.tensor((1, *levels[:-1])), dim=0)
+        self.register_buffer("levels", torch.tensor(levels), persistent=False)
+        self.register_buffer("basis", basis, persistent=False)
+
+    def split(self, codes: Tensor) -> Tensor:
+        """[...] codes -> [..., D] digits."""
+        return (codes[..., None] // self.basis) % self.levels
+
+    def join(self, digits: Tensor) -> Tensor:
+        """[..., D] digits -> [...] codes."""
+        return (digits * self.basis).sum(-1)
+
+
+class TokenEmbedding(nn.Module):
+    """ids [B, L] -> [B, L, C]: Σ_d table_d[digit_d] for codes; a learned vector for BOS."""
+
+    def __init__(self, levels: Sequence[int], width: int) -> None:
+        super().__init__()
+        self.digits = Digits(levels)
+        self.bos = math.prod(levels)
+        offsets = torch.cumsum(torch.tensor((0, *levels[:-1])), dim=0)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.table = nn.Embedding(sum(levels), width)
+        self.bos_vector = nn.Parameter(torch.zeros(width))
+
+    def forward(self, ids: Tensor) -> Tensor:
+        is_bos = ids == self.bos
+        rows = self.digits.split(ids.clamp(max=self.bos - 1)) + self.offsets  # [B, L, D]
+        x = self.table(rows).sum(-2)  # [B, L, C]
+        return torch.where(is_bos[..., None], self.bos_vector.to(x.dtype), x)
+
+
+class KVCache:
+    """A rolling buffer of the last `size` keys and values of one layer, for decoding.
+
+    Slot p mod size holds position p; attention masks by the stored positions (−1 = empty), so
+    the ring order never matters and memory stays [B, H, size, D] however long the sequence.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+        self.pos: Tensor | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.pos is None
+
+    def append(self, k: Tensor, v: Tensor, pos: Tensor) -> None:
+        """k, v [B, H, n, D] at positions pos [n] (ascending); keeps the last `size`."""
+        k, v, pos = k[:, :, -self.size :], v[:, :, -self.size :], pos[-self.size :]
+        if self.k is None or self.v is None or self.pos is None:
+            B, H, _, D = k.shape
+            self.k = k.new_zeros(B, H, self.size, D)
+            self.v = v.new_zeros(B, H, self.size, D)
+            self.pos = torch.full((self.size,), -1, dtype=torch.long, device=k.device)
+        slots = pos % self.size
+        self.k[:, :, slots] = k
+        self.v[:, :, slots] = v
+        self.pos[slots] = pos
+
+
+class Attention(nn.Module):
+    def __init__(self, arch: TransformerArch) -> None:
+        super().__init__()
+        self.heads, self.window = arch.heads, arch.window
+        self.qkv = nn.Linear(arch.width, 3 * arch.width, bias=False)
+        self.proj = nn.Linear(arch.width, arch.width, bias=False)
+        slopes = alibi_slopes(arch.heads) if arch.positions == "alibi" else torch.zeros(arch.heads)
+        self.register_buffer("slopes", slopes, persistent=False)
+        self.backend: Backend = "sdpa"
+
+    def forward(self, x: Tensor, pos: Tensor, cache: KVCache | None = None) -> Tensor:
+        """x [B, L, C] at positions pos [L] -> [B, L, C]."""
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        common = {"slopes": self.slopes, "window": self.window}
+        if cache is None or cache.empty:  # training, or the prompt (prefill)
+            out = attention(q, k, v, backend=self.backend, **common)
+            if cache is not None:
+                cache.append(k, v, pos)
+        else:  # one new token against the rolling cache
+            if x.shape[1] != 1:
+                raise ValueError("decode one token at a time once the cache holds a prefix")
+            cache.append(k, v, pos)
+            out = attention(q, cache.k, cache.v, q_pos=pos, k_pos=cache.pos, **common)
+        return self.proj(rearrange(out, "b h l d -> b l (h d)"))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, width: int, ratio: float) -> None:
+        super().__init__()
+        hidden = 8 * round(ratio * width * 2 / 3 / 8)  # SwiGLU's 2/3 keeps the parameter count
+        self.gate_up = nn.Linear(width, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, width, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, arch: TransformerArch) -> None:
+        super().__init__()
+        self.norm1 = nn.RMSNorm(arch.width)
+        self.attn = Attention(arch)
+        self.norm2 = nn.RMSNorm(arch.width)
+        self.mlp = SwiGLU(arch.width, arch.mlp_ratio)
+        self.dropout = nn.Dropout(arch.dropout)
+
+    def forward(self, x: Tensor, pos: Tensor, cache: KVCache | None = None) -> Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x), pos, cache))
+        return x + self.dropout(self.mlp(self.norm2(x)))
+
+
+class JointHead(nn.Module):
+    """One softmax over all codes."""
+
+    def __init__(self, levels: Sequence[int], width: int) -> None:
+        super().__init__()
+        self.out = nn.Linear(width, math.prod(levels), bias=False)
+
+    def loss(self, h: Tensor, targets: Tensor) -> Tensor:
+        """h [B, L, C], targets [B, L] -> mean nats per valid target."""
+        logits = self.out(h).float()
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+
+    def sample(self, h: Tensor, pick: Any) -> Tensor:
+        """h [B, C] -> codes [B], `pick(logits [B, V]) -> [B]` choosing among the logits."""
+        return pick(self.out(h).float())
+
+
+class FactorizedHead(nn.Module):
+    """One softmax per FSQ dimension, each conditioned on the digits of the ones before it.
+
+    Dimension d reads h + Σ_{e<d} cond_e[digit_e]: teacher-forced with the true digits in
+    training, the sampled ones in generation. Cost: Σ levels outputs instead of Π levels.
+    """
+
+    def __init__(self, levels: Sequence[int], width: int) -> None:
+        super().__init__()
+        self.levels = tuple(levels)
+        self.digits = Digits(levels)
+        self.outs = nn.ModuleList(nn.Linear(width, n, bias=False) for n in levels)
+        self.conds = nn.ModuleList(nn.Embedding(n, width) for n in levels[:-1])
+
+    def dimension_losses(self, h: Tensor, targets: Tensor) -> Tensor:
+        """h [B, L, C], targets [B, L] -> [D] mean nats per valid target, one per dimension."""
+        valid = targets != IGNORE
+        digits = self.digits.split(targets.clamp(min=0))  # [B, L, D]
+        losses = []
+        for d, out in enumerate(self.outs):
+            logits = out(h).float()  # [B, L, levels[d]]
+            nats = F.cross_entropy(logits.flatten(0, 1), digits[..., d].flatten(), reduction="none")
+            losses.append((nats * valid.flatten()).sum() / valid.sum().clamp(min=1))
+            if d < len(self.conds):
+                h = h + self.conds[d](digits[..., d])
+        return torch.stack(losses)
+
+    def loss(self, h: Tensor, targets: Tensor) -> Tensor:
+        return self.dimension_losses(h, targets).sum()
+
+    def sample(self, h: Tensor, pick: Any) -> Tensor:
+        digits = []
+        for d, out in enumerate(self.outs):
+            digit = pick(out(h).float())  # [B]
+            digits.append(digit)
+            if d < len(self.conds):
+                h = h + self.conds[d](digit)
+        return self.digits.join(torch.stack(digits, dim=-1))
+
+
+class TokenTransformer(nn.Module):
+    """ids [B, L] -> hidden states [B, L, C]; `loss` and `sample` through the head."""
+
+    def __init__(self, arch: TransformerArch) -> None:
+        super().__init__()
+        self.arch = arch
+        self.embed = TokenEmbedding(arch.levels, arch.width)
+        self.positions = (
+            nn.Embedding(2 * arch.context, arch.width) if arch.positions == "learned" else None
+        )
+        self.blocks = nn.ModuleList(Block(arch) for _ in range(arch.layers))
+        self.norm = nn.RMSNorm(arch.width)
+        head_type = FactorizedHead if arch.head == "factorized" else JointHead
+        self.head = head_type(arch.levels, arch.width)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2: scale the residual projections
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * arch.layers))
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def set_backend(self, backend: Backend) -> None:
+        for block in self.blocks:
+            block.attn.backend = backend
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def hidden(self, ids: Tensor, start: int = 0, caches: list[KVCache] | None = None) -> Tensor:
+        """ids [B, L] at positions start.. -> final hidden states [B, L, C]."""
+        pos = torch.arange(start, start + ids.shape[1], device=ids.device)
+        x = self.embed(ids)
+        if self.positions is not None:
+            if pos[-1] >= self.positions.num_embeddings:
+                raise WillieError(
+                    f"learned positions end at {self.positions.num_embeddings}; position "
+                    f"{int(pos[-1])} needs ALiBi (transformer.positions: alibi)"
+                )
+            x = x + self.positions(pos)
+        for i, block in enumerate(self.blocks):
+            x = block(x, pos, caches[i] if caches is not None else None)
+        return self.norm(x)
+
+    def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
+        """ids, targets [B, L] (targets = ids shifted left, IGNORE where none) -> mean nats."""
+        return self.head.loss(self.hidden(ids), targets)
+
+    def new_caches(self) -> list[KVCache]:
+        return [KVCache(self.arch.window) for _ in self.blocks]
+
+
+def load_transformer(
+    directory: str | os.PathLike[str] = "stages/transformer", device: str | torch.device = "cpu"
+) -> TokenTransformer:
+    """The trained transformer published by `willie train-transformer`, in eval mode."""
+    config = load_artifact_config(directory, "train_transformer")
+    model = TokenTransformer(TransformerArch.from_dict(config["arch"]))
+    load_artifact_weights(directory, model)
+    return model.eval().to(device)

@@ -1,0 +1,223 @@
+"""The `train_transformer` stage: next-token training on the token streams with the shared engine.
+
+Training windows of `context` tokens are cut from `data/tokens/train` streams (a new window
+every context/4 tokens); validation reports bits per token on `val` at 1× and at 2× the
+training context, the second measuring ALiBi's length extrapolation. The published model is
+the EMA of the weights; its loss curves go to MLflow and to DVC plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from willie.atomic import write_bytes
+from willie.checkpoint import metrics_table, save_artifact
+from willie.checksums import file_checksums
+from willie.config import TransformerConfig
+from willie.engine import Engine, TrainSettings, autocast
+from willie.transformer.attention import resolve_backend
+from willie.transformer.data import TokenManifest, TokenStreams, TokenWindows
+from willie.transformer.model import IGNORE, TokenTransformer, TransformerArch
+
+Log = Callable[[dict[str, float], int], None]
+_NOT_FINGERPRINTED = {"log_every", "checkpoint_every", "eval_every", "num_workers", "eval_windows"}
+
+
+def architecture(cfg: TransformerConfig, levels: tuple[int, ...]) -> TransformerArch:
+    return TransformerArch(
+        levels=levels,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        width=cfg.width,
+        mlp_ratio=cfg.mlp_ratio,
+        window=cfg.window,
+        context=cfg.context,
+        head=cfg.head,
+        positions=cfg.positions,
+        dropout=cfg.dropout,
+    )
+
+
+@torch.no_grad()
+def bits_per_token(
+    model: TokenTransformer,
+    streams: TokenStreams,
+    length: int,
+    *,
+    max_windows: int,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[float, int]:
+    """Mean bits per predicted token over non-overlapping windows of `length` (and the count)."""
+    model.eval()
+    windows = TokenWindows(streams, length)
+    picks = torch.linspace(0, len(windows) - 1, min(max_windows, len(windows))).round().long()
+    nats, count = 0.0, 0
+    for start in range(0, len(picks), batch_size):
+        batch = torch.stack([windows[int(i)] for i in picks[start : start + batch_size]])
+        ids, targets = batch.to(device).unbind(1)
+        valid = int((targets != IGNORE).sum())
+        with autocast(device):
+            loss = model(ids, targets)
+        nats += float(loss) * valid
+        count += valid
+    return nats / max(count, 1) / math.log(2), count
+
+
+class Curves:
+    """Train and val loss per logged step; checkpointed with the run, so a resume keeps them."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[list[float]]] = {"train": [], "val": []}
+
+    def add(self, split: str, step: int, bits: float) -> None:
+        self.rows[split].append([float(step), bits])
+
+    def csv(self, split: str) -> bytes:
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["step", "bits_per_token"])
+        writer.writerows([int(step), round(bits, 5)] for step, bits in self.rows[split])
+        return text.getvalue().encode()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = state["rows"]
+
+
+def model_card(cfg: TransformerConfig, arch: TransformerArch, metrics: dict, backend: str) -> str:
+    return f"""# willie token transformer
+
+A decoder-only transformer over the tokenizer's FSQ codes ({" × ".join(map(str, arch.levels))}
+= {arch.codebook_size}): {arch.layers} layers, width {arch.width}, {arch.heads} heads, ALiBi
+positions and causal sliding-window attention over {arch.window} tokens, trained on windows of
+{arch.context} tokens; `{arch.head}` output head. Attention backend in training: `{backend}`.
+Weights are the EMA of the training weights.
+
+## Use
+```python
+from willie.transformer import load_transformer
+from willie.transformer.generate import generate, sampler
+model = load_transformer("stages/transformer")
+tokens = generate(model, prompt, new_tokens, sampler(temperature=1.0, top_k=0, top_p=0.95))
+```
+
+## Training parameters
+```
+{cfg.model_dump_json(indent=2)}
+```
+
+## Validation metrics
+{metrics_table(metrics)}
+"""
+
+
+def train_transformer(
+    cfg: TransformerConfig,
+    tokens_dir: str | Path = "data/tokens",
+    out_dir: str | Path = "stages/transformer",
+    plots_dir: str | Path = "metrics/plots",
+    *,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Train, then publish the EMA model (+ config and card) into `out_dir`."""
+    tokens_dir, out_dir, plots_dir = Path(tokens_dir), Path(out_dir), Path(plots_dir)
+    manifest = TokenManifest.read(tokens_dir)
+    train_streams = TokenStreams(tokens_dir, "train")
+    val_streams = TokenStreams(tokens_dir, "val")
+    arch = architecture(cfg, manifest.levels)
+    fingerprinted = {
+        k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED
+    }
+    tokens_sha = file_checksums(tokens_dir / "manifest.json").sha256
+    curves = Curves()
+
+    def record(values: dict[str, float], step: int) -> None:
+        curves.add("train", step, values["loss_bits"])
+        if "val_bits_per_token" in values:
+            curves.add("val", step, values["val_bits_per_token"])
+        if log is not None:
+            log(values, step)
+
+    engine = Engine(
+        TrainSettings.from_section(cfg),
+        out_dir / "checkpoints",
+        config={"transformer": fingerprinted, "tokens": tokens_sha},
+        log=record,
+    )
+    backend = resolve_backend(cfg.attention, engine.device)
+    model = TokenTransformer(arch)
+    model.set_backend(backend)
+    net = engine.prepare("transformer", model)
+    engine.optimizer("transformer", net)
+    ema = engine.ema("transformer_ema", net)
+    engine.track("curves", curves)
+    engine.resume()
+    batches = engine.batches(TokenWindows(train_streams, cfg.context, max(1, cfg.context // 4)))
+
+    def train_step(step: int) -> dict[str, float]:
+        net.train()
+        total = 0.0
+        for _ in engine.micro_steps(net):
+            ids, targets = next(batches).unbind(1)
+            with engine.autocast():
+                loss = net(ids, targets)
+            engine.backward(loss)
+            total += loss.item() / cfg.grad_accum
+        grad_norm = engine.optimizer_step("transformer")
+        return {"loss_bits": total / math.log(2), "grad_norm": grad_norm}
+
+    def evaluate(step: int = 0) -> dict[str, float]:
+        common = {"max_windows": cfg.eval_windows, "batch_size": cfg.batch_size}
+        bits_1x, count_1x = bits_per_token(
+            ema.module, val_streams, cfg.context, device=engine.device, **common
+        )
+        bits_2x, count_2x = bits_per_token(
+            ema.module, val_streams, 2 * cfg.context, device=engine.device, **common
+        )
+        return {
+            "val_bits_per_token": bits_1x,
+            "val_bits_per_token_2x": bits_2x,
+            "extrapolation_ratio": bits_2x / bits_1x,
+            "val_tokens": count_1x,
+            "val_tokens_2x": count_2x,
+        }
+
+    started = time.perf_counter()
+    engine.run(
+        train_step,
+        evaluate=evaluate,
+        eval_every=cfg.eval_every,
+        samples_per_step=cfg.batch_size * cfg.context,
+        rate_name="tokens_per_s",
+    )
+    seconds = time.perf_counter() - started
+    metrics: dict[str, Any] = {
+        **evaluate(),
+        "train_bits_per_token": curves.rows["train"][-1][1] if curves.rows["train"] else math.nan,
+        "params": model.num_params(),
+        "train_tokens": train_streams.num_tokens,
+        "steps": engine.step,
+        "train_seconds": round(seconds, 1),
+    }
+    if engine.is_main:
+        config = {
+            "arch": arch.to_dict(),
+            "latent_shape": list(manifest.latent_shape),
+            "clip_shape": list(manifest.clip_shape),
+            "attention_backend": backend,
+        }
+        save_artifact(out_dir, ema.module, config, model_card(cfg, arch, metrics, backend))
+        for split in ("train", "val"):
+            write_bytes(plots_dir / f"transformer_{split}_loss.csv", curves.csv(split))
+    return metrics
