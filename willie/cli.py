@@ -193,5 +193,26 @@ def train_transformer(
     run_stage("train_transformer", "transformer", params, metrics, track, work, artifacts)
 
 
+@app.command("train-superres")
+def train_superres(
+    clips: Annotated[Path, typer.Option(help="clip shards from `preprocess`")] = Path("data/clips"),
+    out: Annotated[Path, typer.Option(help="where the trained model goes")] = Path(
+        "stages/superres"
+    ),
+    params: ParamsOption = Path("params.yaml"),
+    metrics: MetricsOption = Path("metrics/superres.json"),
+    track: TrackOption = True,
+) -> None:
+    """Train the video super-resolution model on (area-downsampled, original) clip pairs."""
+
+    def work(cfg: Any, log: Log | None) -> dict[str, Any]:
+        from willie.superres.train import train_superres
+
+        return train_superres(cfg, clips, out, log=log)
+
+    artifacts = (out / "compare.png", out / "MODEL_CARD.md", out / "config.json")
+    run_stage("train_superres", "superres", params, metrics, track, work, artifacts)
+
+
 if __name__ == "__main__":
     app()

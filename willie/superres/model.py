@@ -1,0 +1,169 @@
+"""Video super-resolution: a few neighbouring low-res frames → one high-res frame.
+
+    video [B, 1, T, h, w] in [-1, 1]
+      → temporal neighbourhoods: for each output frame t the input frames t-r..t+r
+        (r = (frames - 1) / 2; indices clamped, so clip edges replicate their end frame),
+        folded into channels: [(B T), frames, h, w]
+      → 2D conv net at low resolution: conv in, residual blocks, conv
+      → pixel shuffle (×scale), conv at high resolution → residual [(B T), 1, h·s, w·s]
+      → + bicubic up-sampling of the centre frame
+      → [B, 1, T, h·s, w·s]
+
+The last conv starts at zero, so an untrained model *is* bicubic and training only has to
+learn what bicubic misses. Every output frame depends on its own neighbourhood only, so a
+video can be upscaled in chunks of frames with exactly the result of one pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from willie.checkpoint import load_artifact_config, load_artifact_weights
+from willie.errors import WillieError
+
+
+@dataclass(frozen=True)
+class SuperResArch:
+    """Architecture of the super-resolution model; saved as `config.json` beside the weights."""
+
+    scale: int = 2  # output size / input size, both axes
+    frames: int = 3  # input frames per output frame (odd: the output sits at the centre)
+    channels: int = 32  # width of the low-resolution conv net
+    blocks: int = 4  # residual blocks
+
+    def __post_init__(self) -> None:
+        if self.scale < 2:
+            raise WillieError(f"superres.scale must be an integer ≥ 2, got {self.scale}")
+        if self.frames < 1 or self.frames % 2 == 0:
+            raise WillieError(
+                f"superres.frames must be odd and ≥ 1 (the output frame sits at the centre of "
+                f"its inputs), got {self.frames}"
+            )
+        if self.channels < 1 or self.blocks < 0:
+            raise WillieError(
+                f"superres.channels must be ≥ 1 and blocks ≥ 0; got {self.channels}, {self.blocks}"
+            )
+
+    @property
+    def radius(self) -> int:
+        """Frames of context on each side of the output frame."""
+        return (self.frames - 1) // 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SuperResArch:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise WillieError(
+                f"unknown super-resolution architecture keys {unknown}; allowed: {sorted(known)}"
+            )
+        return cls(**data)
+
+
+def temporal_neighbourhoods(
+    video: Tensor, frames: int, times: Sequence[int] | None = None
+) -> Tensor:
+    """[B, 1, T, h, w] → [B, len(times), frames, h, w]: frames t-r..t+r for each t in `times`.
+
+    Indices outside the clip are clamped: at the edges the end frame is repeated, as if the
+    clip stood still before its start and after its end.
+    """
+    T = video.shape[2]
+    radius = (frames - 1) // 2
+    centres = torch.arange(T) if times is None else torch.as_tensor(list(times))
+    offsets = torch.arange(-radius, radius + 1)
+    index = (centres[:, None] + offsets[None, :]).clamp(0, T - 1).to(video.device)  # [t, f]
+    return video[:, 0][:, index]  # [B, t, f, h, w]
+
+
+def bicubic_upsample(frames: Tensor, scale: int) -> Tensor:
+    """Bicubic ×scale of the last two dims of [..., h, w] (align_corners=False, not clamped)."""
+    lead = frames.shape[:-2]
+    flat = frames.reshape(-1, 1, *frames.shape[-2:])
+    up = F.interpolate(flat, scale_factor=scale, mode="bicubic", align_corners=False)
+    return up.reshape(*lead, *up.shape[-2:])
+
+
+class ResBlock(nn.Module):
+    """conv 3×3 → LeakyReLU → conv 3×3, plus the input (EDSR's block, no normalization)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class VideoSuperRes(nn.Module):
+    """[B, 1, T, h, w] low-res video in [-1, 1] → [B, 1, T, h·scale, w·scale] (not clamped)."""
+
+    def __init__(self, arch: SuperResArch | None = None) -> None:
+        super().__init__()
+        self.arch = arch = arch or SuperResArch()
+        c, s = arch.channels, arch.scale
+        self.conv_in = nn.Sequential(nn.Conv2d(arch.frames, c, 3, padding=1), nn.LeakyReLU(0.2))
+        self.blocks = nn.Sequential(*(ResBlock(c) for _ in range(arch.blocks)))
+        self.conv_mid = nn.Conv2d(c, c, 3, padding=1)
+        self.upsample = nn.Sequential(
+            nn.Conv2d(c, c * s * s, 3, padding=1), nn.PixelShuffle(s), nn.LeakyReLU(0.2)
+        )
+        self.conv_out = nn.Conv2d(c, 1, 3, padding=1)
+        # Zero residual at initialisation: the untrained model is exactly bicubic.
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def residual(self, stacks: Tensor) -> Tensor:
+        """[N, frames, h, w] neighbourhoods → [N, 1, h·s, w·s] correction to bicubic."""
+        features = self.conv_in(stacks)
+        features = features + self.conv_mid(self.blocks(features))
+        return self.conv_out(self.upsample(features))
+
+    def forward(self, video: Tensor, times: Sequence[int] | None = None) -> Tensor:
+        """Upscale the frames `times` of `video` (all by default): [B, 1, len(times), H, W]."""
+        if video.ndim != 5 or video.shape[1] != 1:
+            raise ValueError(f"expected a [B, 1, T, h, w] video, got {tuple(video.shape)}")
+        B = video.shape[0]
+        stacks = temporal_neighbourhoods(video, self.arch.frames, times)
+        stacks = rearrange(stacks, "b t f h w -> (b t) f h w")
+        centre = stacks[:, self.arch.radius : self.arch.radius + 1]  # [(b t), 1, h, w]
+        out = bicubic_upsample(centre, self.arch.scale) + self.residual(stacks)
+        return rearrange(out, "(b t) 1 h w -> b 1 t h w", b=B)
+
+    @torch.no_grad()
+    def upscale(self, video: Tensor, *, chunk: int = 16) -> Tensor:
+        """Inference: [B, 1, T, h, w] → [B, 1, T, h·s, w·s] clamped to [-1, 1], for any T.
+
+        Frames are predicted `chunk` at a time (the same result, bounded memory).
+        """
+        T = video.shape[2]
+        parts = [
+            self(video, range(start, min(T, start + chunk))).clamp_(-1, 1)
+            for start in range(0, T, chunk)
+        ]
+        return torch.cat(parts, dim=2)
+
+
+def load_superres(
+    directory: str | os.PathLike[str] = "stages/superres", device: str | torch.device = "cpu"
+) -> VideoSuperRes:
+    """The trained model published by `willie train-superres`, in eval mode."""
+    config = load_artifact_config(directory, "train_superres")
+    model = VideoSuperRes(SuperResArch.from_dict(config["arch"]))
+    load_artifact_weights(directory, model)
+    return model.eval().to(device)

@@ -1,0 +1,306 @@
+"""The `train_superres` stage: learn to undo area down-sampling of the clips.
+
+Training pairs come from the stored clips themselves: the original frames are the target, the
+same frames area-downsampled by `scale` the input. Each clip of a batch gives one random
+high-res `crop`×`crop` window (aligned to the scale, so down-sampling the crop is cropping the
+down-sampled frame) around one random centre frame with its `frames` neighbours, clamped at
+the clip's ends exactly as at inference. The draws come from a generator seeded by
+(seed, step, micro-step, rank): a resumed run trains on the very crops an uninterrupted one
+would have.
+
+Per optimizer step (the engine handles devices, DDP, accumulation, EMA and checkpoints):
+  G: L1 to the original (+ `adv_weight` × the non-saturating adversarial loss when > 0);
+  D (only when adv_weight > 0): hinge loss on original vs upscaled crops.
+The published model is the EMA of the generator's weights; bicubic is the baseline it must beat.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from willie.atomic import atomic_path, read_json
+from willie.checkpoint import save_artifact
+from willie.checksums import file_checksums
+from willie.config import SuperresConfig
+from willie.data import ClipDataset, area_resize
+from willie.engine import Engine, TrainSettings
+from willie.errors import WillieError
+from willie.quality import psnr, ssim
+from willie.superres.model import SuperResArch, VideoSuperRes, bicubic_upsample
+from willie.tokenizer.discriminator import Discriminator
+from willie.tokenizer.losses import hinge_d_loss, non_saturating_g_loss
+
+Log = Callable[[dict[str, float], int], None]
+
+# Keys that change how a run is observed, not what it computes: a new value resumes.
+_NOT_FINGERPRINTED = {"log_every", "checkpoint_every", "eval_every", "num_workers", "eval_clips"}
+
+
+def architecture(cfg: SuperresConfig) -> SuperResArch:
+    return SuperResArch(
+        scale=cfg.scale, frames=cfg.frames, channels=cfg.channels, blocks=cfg.blocks
+    )
+
+
+def low_res_size(size: tuple[int, int], scale: int) -> tuple[int, int]:
+    """The model's input size for stored frames of `size`; refuses sizes scale does not divide."""
+    H, W = size
+    if H % scale or W % scale:
+        raise WillieError(
+            f"superres.scale={scale} does not divide the stored clip size {H}×{W}: the "
+            "low-resolution input would not be a whole number of pixels. Choose a scale that "
+            "divides both sides, or set preprocess.size to a multiple of the scale"
+        )
+    return H // scale, W // scale
+
+
+def crop_size(crop: int, size: tuple[int, int], scale: int) -> tuple[int, int]:
+    """The training crop: `crop` capped at the frame and rounded down to a multiple of scale."""
+    return tuple(min(crop, side) // scale * scale for side in size)  # type: ignore[return-value]
+
+
+def training_pairs(
+    clips: torch.Tensor,
+    arch: SuperResArch,
+    crop: tuple[int, int],
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (low-res neighbourhood, high-res centre frame) crops, one per clip.
+
+    clips [B, 1, T, H, W] → inputs [B, 1, frames, ch/s, cw/s], targets [B, 1, 1, ch, cw].
+    """
+    B, _, T, H, W = clips.shape
+    s, (ch, cw) = arch.scale, crop
+    centres = torch.randint(0, T, (B,), generator=generator)
+    tops = torch.randint(0, (H - ch) // s + 1, (B,), generator=generator) * s
+    lefts = torch.randint(0, (W - cw) // s + 1, (B,), generator=generator) * s
+    offsets = torch.arange(-arch.radius, arch.radius + 1)
+    windows = []
+    for b in range(B):
+        index = (centres[b] + offsets).clamp(0, T - 1).tolist()
+        y, x = int(tops[b]), int(lefts[b])
+        windows.append(clips[b, :, index, y : y + ch, x : x + cw])  # [1, frames, ch, cw]
+    high = torch.stack(windows)  # [B, 1, frames, ch, cw]
+    targets = high[:, :, arch.radius : arch.radius + 1]
+    return area_resize(high, (ch // s, cw // s)), targets
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    """The crops' randomness: a pure function of where in training we are."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 131 + micro) * 65_537 + rank)
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    return ((frames.float() + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
+
+
+@torch.no_grad()
+def evaluate(
+    model: VideoSuperRes, val: ClipDataset, cfg: SuperresConfig, device: torch.device
+) -> tuple[dict[str, float], np.ndarray]:
+    """Val PSNR/SSIM of the model and of bicubic on whole clips at full frame size.
+
+    Also one frame (the middle of the first val clip) as bicubic | model | original, uint8.
+    """
+    model.eval()
+    count = min(len(val), cfg.eval_clips)
+    scores: dict[str, list[torch.Tensor]] = {k: [] for k in ("psnr", "ssim", "psnr_b", "ssim_b")}
+    compare = None
+    low_size = low_res_size(val.clip_shape[1:], cfg.scale)
+    for index in range(count):
+        real = val[index].unsqueeze(0).to(device)  # [1, 1, T, H, W]
+        low = area_resize(real, low_size)
+        upscaled = model.upscale(low)
+        bicubic = bicubic_upsample(low, cfg.scale).clamp(-1, 1)
+        scores["psnr"].append(psnr(upscaled, real).cpu())
+        scores["ssim"].append(ssim(upscaled, real).cpu())
+        scores["psnr_b"].append(psnr(bicubic, real).cpu())
+        scores["ssim_b"].append(ssim(bicubic, real).cpu())
+        if compare is None:
+            middle = real.shape[2] // 2
+            row = torch.cat([v[0, 0, middle] for v in (bicubic, upscaled, real)], dim=-1)
+            compare = to_uint8(row)  # [H, 3W]
+    mean = {k: float(torch.cat(v).mean()) for k, v in scores.items()}
+    metrics = {
+        "psnr": mean["psnr"],
+        "psnr_bicubic": mean["psnr_b"],
+        "gain_db": mean["psnr"] - mean["psnr_b"],
+        "ssim": mean["ssim"],
+        "ssim_bicubic": mean["ssim_b"],
+        "ssim_gain": mean["ssim"] - mean["ssim_b"],
+        "val_clips": count,
+    }
+    assert compare is not None
+    return metrics, compare
+
+
+def write_png(path: Path, picture: np.ndarray) -> None:
+    """An 8-bit grayscale PNG, atomically."""
+    with atomic_path(path) as temp:
+        Image.fromarray(picture, mode="L").save(temp, format="PNG")
+
+
+def model_card(
+    cfg: SuperresConfig,
+    arch: SuperResArch,
+    sizes: tuple[tuple[int, int], tuple[int, int]],
+    metrics: dict,
+    data: dict,
+) -> str:
+    (h, w), (H, W) = sizes
+    source = data.get("source", {})
+    clips = data.get("clips", {})
+    data_line = (
+        f"`data/clips`: {clips.get('train')} train and {clips.get('val')} val clips of "
+        f"{data.get('clip_shape')} frames, split {data.get('split_rule')}; film from "
+        f"{source.get('source')} (sha256 {source.get('sha256')})."
+    )
+    rows = "\n".join(
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in metrics.items()
+    )
+    losses = f"L1 + {cfg.adv_weight} × GAN (hinge D)" if cfg.adv_weight > 0 else "L1"
+    return f"""# willie super-resolution
+
+A ×{arch.scale} video super-resolution network. Each output frame is predicted from
+{arch.frames} neighbouring low-resolution frames (the end frame repeated at a clip's ends) by a
+residual CNN ({arch.blocks} blocks, width {arch.channels}) with pixel-shuffle up-sampling, as a
+correction added to the bicubic up-sampling of the centre frame. Input: [B, 1, T, {h}, {w}] in
+[-1, 1]; output: [B, 1, T, {H}, {W}]. Trained with {losses} on (area-downsampled, original)
+pairs of grayscale *Steamboat Willie* clips, {cfg.crop}-pixel crops (capped at the frame,
+rounded down to a multiple of {arch.scale}). Weights are the EMA of the trained weights.
+
+## Data
+{data_line}
+
+## Use
+```python
+from willie.superres import load_superres
+model = load_superres("stages/superres")
+video = model.upscale(low_res)      # [B, 1, T, {h}, {w}] → [B, 1, T, {H}, {W}], in [-1, 1]
+```
+
+## Training parameters
+```
+{cfg.model_dump_json(indent=2)}
+```
+
+## Validation metrics
+Whole val clips at full frame size; `*_bicubic` is the baseline (bicubic, clamped).
+`compare.png`: bicubic | model | original.
+
+| metric | value |
+|---|---|
+{rows}
+"""
+
+
+def train_superres(
+    cfg: SuperresConfig,
+    clips_dir: str | Path = "data/clips",
+    out_dir: str | Path = "stages/superres",
+    *,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Train, then publish the EMA model (+ config, card, compare.png) into `out_dir`."""
+    clips_dir, out_dir = Path(clips_dir), Path(out_dir)
+    train_set = ClipDataset(clips_dir, "train")
+    val_set = ClipDataset(clips_dir, "val")
+    high_size = train_set.clip_shape[1:]
+    low_size = low_res_size(high_size, cfg.scale)
+    if val_set.clip_shape[1:] != high_size:
+        raise WillieError(
+            f"{clips_dir}: train clips are {high_size} but val clips {val_set.clip_shape[1:]}; "
+            "re-run preprocess"
+        )
+    manifest_path = clips_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise WillieError(f"{manifest_path} not found: run `willie preprocess` first")
+    crop = crop_size(cfg.crop, high_size, cfg.scale)
+    arch = architecture(cfg)
+    fingerprinted = {
+        k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED
+    }
+    engine = Engine(
+        TrainSettings.from_section(cfg),
+        out_dir / "checkpoints",
+        config={"superres": fingerprinted, "clips": file_checksums(manifest_path).sha256},
+        log=log,
+    )
+    model = engine.prepare("superres", VideoSuperRes(arch))
+    engine.optimizer("superres", model)
+    disc_module = Discriminator(channels=cfg.channels)
+    disc = engine.prepare("discriminator", disc_module) if cfg.adv_weight > 0 else None
+    if disc is not None:
+        engine.optimizer("discriminator", disc, betas=(0.5, 0.9))  # GAN-friendly momentum
+    modules = [model] if disc is None else [model, disc]
+    ema = engine.ema("superres_ema", model)
+    engine.resume()
+    batches = engine.batches(train_set)
+
+    def train_step(step: int) -> dict[str, float]:
+        model.train()
+        metrics: dict[str, float] = {}
+        for micro in engine.micro_steps(*modules):
+            generator = step_generator(cfg.seed, step, micro, engine.rank)
+            low, high = training_pairs(next(batches), arch, crop, generator)
+            with engine.autocast():
+                upscaled = model(low, [arch.radius])  # [B, 1, 1, ch, cw]
+                l1 = F.l1_loss(upscaled.float(), high)
+                loss_g = l1
+                if disc is not None:
+                    # The unwrapped D: its DDP wrapper reduces gradients once, in D's own pass.
+                    disc_module.requires_grad_(False)
+                    g_adv = non_saturating_g_loss(disc_module(upscaled).float())
+                    disc_module.requires_grad_(True)
+                    loss_g = l1 + cfg.adv_weight * g_adv
+                    metrics["g_adv"] = g_adv.item()
+            engine.backward(loss_g)
+            metrics |= {"l1_loss": l1.item(), "g_loss": loss_g.item()}
+            if disc is not None:
+                with engine.autocast():
+                    # One forward over real and fake: one DDP reduction.
+                    both = disc(torch.cat([high, upscaled.detach().to(high.dtype)])).float()
+                    real_logits, fake_logits = both.chunk(2)
+                    loss_d = hinge_d_loss(real_logits, fake_logits)
+                engine.backward(loss_d)
+                metrics |= {
+                    "d_loss": loss_d.item(),
+                    "logits_real": real_logits.mean().item(),
+                    "logits_fake": fake_logits.mean().item(),
+                }
+        metrics["grad_norm"] = engine.optimizer_step("superres")
+        if disc is not None:
+            metrics["grad_norm_d"] = engine.optimizer_step("discriminator")
+        return metrics
+
+    def validate(step: int) -> dict[str, float]:
+        values, _ = evaluate(ema.module, val_set, cfg, engine.device)
+        return {f"val_{k}": values[k] for k in ("psnr", "ssim", "gain_db")}
+
+    started = time.perf_counter()
+    engine.run(train_step, evaluate=validate, eval_every=cfg.eval_every)
+    train_seconds = time.perf_counter() - started
+
+    metrics, compare = evaluate(ema.module, val_set, cfg, engine.device)
+    metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["steps"] = engine.step
+    if engine.is_main:
+        config = {
+            "arch": arch.to_dict(),
+            "scale": cfg.scale,
+            "input_size": list(low_size),
+            "output_size": list(high_size),
+        }
+        card = model_card(cfg, arch, (low_size, high_size), metrics, read_json(manifest_path))
+        save_artifact(out_dir, ema.module, config, card)
+        write_png(out_dir / "compare.png", compare)
+    return metrics
