@@ -70,6 +70,16 @@ def save_artifact(
     write_bytes(directory / "MODEL_CARD.md", card.encode())
 
 
+def clips_summary(manifest: dict[str, Any]) -> str:
+    """A model card's line on the training data, from `data/clips/manifest.json`."""
+    source, clips = manifest.get("source", {}), manifest.get("clips", {})
+    return (
+        f"`data/clips`: {clips.get('train')} train and {clips.get('val')} val clips of "
+        f"{manifest.get('clip_shape')} frames, split {manifest.get('split_rule')}; film from "
+        f"{source.get('source')} (sha256 {source.get('sha256')})."
+    )
+
+
 def metrics_table(metrics: dict[str, Any]) -> str:
     """A model card's Markdown table of metrics."""
     rows = "\n".join(

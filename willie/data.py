@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -18,6 +19,11 @@ SPLITS = ("train", "val")
 def to_unit_range(clips: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] → float32 [-1, 1]."""
     return clips.float().mul_(2 / 255).sub_(1)
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """float [-1, 1] → uint8 [0, 255] numpy (rounded, clamped): the inverse of to_unit_range."""
+    return ((video.detach().float() + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
 
 
 def area_resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

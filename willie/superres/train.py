@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from willie.atomic import atomic_path, read_json
-from willie.checkpoint import save_artifact
+from willie.checkpoint import clips_summary, metrics_table, save_artifact
 from willie.checksums import file_checksums
 from willie.config import SuperresConfig
-from willie.data import ClipDataset, area_resize
+from willie.data import ClipDataset, area_resize, to_uint8
 from willie.engine import Engine, TrainSettings
 from willie.errors import WillieError
 from willie.quality import psnr, ssim
@@ -98,28 +98,24 @@ def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generat
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 131 + micro) * 65_537 + rank)
 
 
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    return ((frames.float() + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
-
-
 @torch.no_grad()
 def evaluate(
-    model: VideoSuperRes, val: ClipDataset, cfg: SuperresConfig, device: torch.device
+    model: VideoSuperRes, val: ClipDataset, device: torch.device, *, max_clips: int
 ) -> tuple[dict[str, float], np.ndarray]:
     """Val PSNR/SSIM of the model and of bicubic on whole clips at full frame size.
 
     Also one frame (the middle of the first val clip) as bicubic | model | original, uint8.
     """
     model.eval()
-    count = min(len(val), cfg.eval_clips)
+    count, scale = min(len(val), max_clips), model.arch.scale
     scores: dict[str, list[torch.Tensor]] = {k: [] for k in ("psnr", "ssim", "psnr_b", "ssim_b")}
     compare = None
-    low_size = low_res_size(val.clip_shape[1:], cfg.scale)
+    low_size = low_res_size(val.clip_shape[1:], scale)
     for index in range(count):
         real = val[index].unsqueeze(0).to(device)  # [1, 1, T, H, W]
         low = area_resize(real, low_size)
         upscaled = model.upscale(low)
-        bicubic = bicubic_upsample(low, cfg.scale).clamp(-1, 1)
+        bicubic = bicubic_upsample(low, scale).clamp(-1, 1)
         scores["psnr"].append(psnr(upscaled, real).cpu())
         scores["ssim"].append(ssim(upscaled, real).cpu())
         scores["psnr_b"].append(psnr(bicubic, real).cpu())
@@ -156,17 +152,6 @@ def model_card(
     data: dict,
 ) -> str:
     (h, w), (H, W) = sizes
-    source = data.get("source", {})
-    clips = data.get("clips", {})
-    data_line = (
-        f"`data/clips`: {clips.get('train')} train and {clips.get('val')} val clips of "
-        f"{data.get('clip_shape')} frames, split {data.get('split_rule')}; film from "
-        f"{source.get('source')} (sha256 {source.get('sha256')})."
-    )
-    rows = "\n".join(
-        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-        for k, v in metrics.items()
-    )
     losses = f"L1 + {cfg.adv_weight} × GAN (hinge D)" if cfg.adv_weight > 0 else "L1"
     return f"""# willie super-resolution
 
@@ -179,7 +164,7 @@ pairs of grayscale *Steamboat Willie* clips, {cfg.crop}-pixel crops (capped at t
 rounded down to a multiple of {arch.scale}). Weights are the EMA of the trained weights.
 
 ## Data
-{data_line}
+{clips_summary(data)}
 
 ## Use
 ```python
@@ -197,9 +182,7 @@ video = model.upscale(low_res)      # [B, 1, T, {h}, {w}] → [B, 1, T, {H}, {W}
 Whole val clips at full frame size; `*_bicubic` is the baseline (bicubic, clamped).
 `compare.png`: bicubic | model | original.
 
-| metric | value |
-|---|---|
-{rows}
+{metrics_table(metrics)}
 """
 
 
@@ -283,14 +266,14 @@ def train_superres(
         return metrics
 
     def validate(step: int) -> dict[str, float]:
-        values, _ = evaluate(ema.module, val_set, cfg, engine.device)
+        values, _ = evaluate(ema.module, val_set, engine.device, max_clips=cfg.eval_clips)
         return {f"val_{k}": values[k] for k in ("psnr", "ssim", "gain_db")}
 
     started = time.perf_counter()
     engine.run(train_step, evaluate=validate, eval_every=cfg.eval_every)
     train_seconds = time.perf_counter() - started
 
-    metrics, compare = evaluate(ema.module, val_set, cfg, engine.device)
+    metrics, compare = evaluate(ema.module, val_set, engine.device, max_clips=cfg.eval_clips)
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["steps"] = engine.step
     if engine.is_main:

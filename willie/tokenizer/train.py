@@ -20,10 +20,10 @@ import torch
 from einops import rearrange
 
 from willie.atomic import read_json
-from willie.checkpoint import metrics_table, save_artifact
+from willie.checkpoint import clips_summary, metrics_table, save_artifact
 from willie.checksums import file_checksums
 from willie.config import TokenizerConfig
-from willie.data import ClipDataset
+from willie.data import ClipDataset, to_uint8
 from willie.engine import Engine, TrainSettings
 from willie.errors import WillieError
 from willie.quality import psnr, ssim
@@ -57,14 +57,19 @@ def architecture(cfg: TokenizerConfig) -> TokenizerArch:
 
 @torch.no_grad()
 def evaluate(
-    tokenizer: VideoTokenizer, val: ClipDataset, cfg: TokenizerConfig, device: torch.device
+    tokenizer: VideoTokenizer,
+    val: ClipDataset,
+    device: torch.device,
+    *,
+    max_clips: int,
+    batch_size: int,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Val PSNR/SSIM, codebook usage and perplexity; also a real|recon strip for a GIF."""
     tokenizer.eval()
-    count = min(len(val), cfg.eval_clips)
+    count = min(len(val), max_clips)
     psnrs, ssims, indices, strip = [], [], [], None
-    for start in range(0, count, cfg.batch_size):
-        real = torch.stack([val[i] for i in range(start, min(count, start + cfg.batch_size))])
+    for start in range(0, count, batch_size):
+        real = torch.stack([val[i] for i in range(start, min(count, start + batch_size))])
         real = real.to(device)
         recon, idx, _ = tokenizer(real)
         recon = recon.clamp(-1, 1)
@@ -74,7 +79,7 @@ def evaluate(
         if strip is None:
             pairs = torch.cat([real[:4], recon[:4]], dim=-1)  # real | recon side by side
             frames = rearrange(pairs, "b 1 t h w -> t (b h) w")
-            strip = ((frames + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
+            strip = to_uint8(frames)
     usage = codebook_usage(torch.cat(indices), tokenizer.codebook_size)
     T, H, W = val.clip_shape
     t, h, w = tokenizer.latent_shape(T, H, W)
@@ -94,13 +99,6 @@ def evaluate(
 
 
 def model_card(cfg: TokenizerConfig, arch: TokenizerArch, metrics: dict, data: dict) -> str:
-    source = data.get("source", {})
-    clips = data.get("clips", {})
-    data_line = (
-        f"`data/clips`: {clips.get('train')} train and {clips.get('val')} val clips of "
-        f"{data.get('clip_shape')} frames, split {data.get('split_rule')}; film from "
-        f"{source.get('source')} (sha256 {source.get('sha256')})."
-    )
     return f"""# willie tokenizer
 
 A MAGVIT-v2-style causal 3D-CNN video tokenizer with FSQ ({" × ".join(map(str, arch.levels))}
@@ -110,7 +108,7 @@ A MAGVIT-v2-style causal 3D-CNN video tokenizer with FSQ ({" × ".join(map(str, 
 Weights are the EMA of the generator.
 
 ## Data
-{data_line}
+{clips_summary(data)}
 
 ## Use
 ```python
@@ -217,15 +215,17 @@ def train_tokenizer(
             metrics["grad_norm_d"] = engine.optimizer_step("discriminator")
         return metrics
 
+    eval_args = {"max_clips": cfg.eval_clips, "batch_size": cfg.batch_size}
+
     def validate(step: int) -> dict[str, float]:
-        values, _ = evaluate(ema.module, val_set, cfg, engine.device)
+        values, _ = evaluate(ema.module, val_set, engine.device, **eval_args)
         return {f"val_{k}": values[k] for k in ("psnr", "ssim", "codebook_usage")}
 
     started = time.perf_counter()
     engine.run(train_step, evaluate=validate, eval_every=cfg.eval_every)
     train_seconds = time.perf_counter() - started
 
-    metrics, strip = evaluate(ema.module, val_set, cfg, engine.device)
+    metrics, strip = evaluate(ema.module, val_set, engine.device, **eval_args)
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["steps"] = engine.step
     if engine.is_main:
