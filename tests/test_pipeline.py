@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "data": {"source": "synthetic", "seed": 1, "synthetic_seconds": 10},
-    "preprocess": {"size": 32, "clip_frames": 9, "stride": 8},
+    "preprocess": {"size": 64, "clip_frames": 9, "stride": 8},
     "tokenizer": {
         "size": 32,
         "channels": 8,
@@ -31,8 +31,41 @@ TINY = {
         "eval_clips": 2,
         "checkpoint_every": 2,
     },
+    "transformer": {
+        "context": 32,
+        "window": 16,
+        "layers": 1,
+        "heads": 2,
+        "width": 32,
+        "batch_size": 4,
+        "max_steps": 4,
+        "warmup_steps": 1,
+        "eval_every": 2,
+        "log_every": 1,
+        "eval_windows": 4,
+    },
+    "superres": {
+        "channels": 8,
+        "blocks": 1,
+        "crop": 32,
+        "batch_size": 2,
+        "max_steps": 4,
+        "warmup_steps": 1,
+        "eval_clips": 2,
+    },
+    "sample": {"num_clips": 2, "frames": 17, "prompt_frames": 5},
+    "evaluate": {"max_clips": 8},
 }
-STAGES = {"download", "preprocess", "train_tokenizer", "tokenize"}
+STAGES = {
+    "download",
+    "preprocess",
+    "train_tokenizer",
+    "tokenize",
+    "train_transformer",
+    "train_superres",
+    "sample",
+    "evaluate",
+}
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -75,8 +108,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     return root, env
 
 
+def client_for(root: Path) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
 def runs_by_stage(root: Path) -> dict[str, list[mlflow.entities.Run]]:
-    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    client = client_for(root)
     experiment = client.get_experiment_by_name("willie")
     by_stage: dict[str, list[mlflow.entities.Run]] = {}
     for run_ in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"]):
@@ -93,7 +130,7 @@ def test_dvc_repro_runs_every_stage(project: tuple[Path, dict[str, str]]) -> Non
     assert set(lock["stages"]) == STAGES
     assert (root / "data/raw/manifest.json").is_file()
     manifest = json.loads((root / "data/clips/manifest.json").read_text())
-    assert manifest["clip_shape"] == [9, 32, 32] and manifest["split_rule"] == "by_scene"
+    assert manifest["clip_shape"] == [9, 64, 64] and manifest["split_rule"] == "by_scene"
     assert list((root / "data/clips/train").glob("shard-*.arrow"))
     assert list((root / "data/clips/val").glob("shard-*.arrow"))
     metrics = json.loads((root / "metrics/preprocess.json").read_text())
@@ -110,34 +147,57 @@ def test_dvc_repro_runs_every_stage(project: tuple[Path, dict[str, str]]) -> Non
     tokens = json.loads((root / "data/tokens/manifest.json").read_text())
     assert tokens["latent_shape"] == [3, 4, 4]
 
+    transformer = json.loads((root / "metrics/transformer.json").read_text())
+    assert {"val_bits_per_token", "val_bits_per_token_2x"} <= set(transformer)
+    superres = json.loads((root / "metrics/superres.json").read_text())
+    assert {"psnr", "psnr_bicubic"} <= set(superres)
+    samples = root / "stages/samples"
+    assert len(list(samples.glob("*.mp4"))) == 4  # 2 unconditional + 2 continuations
+    assert len(list(samples.glob("*.gif"))) >= 4
+    assert (samples / "contact_sheet.png").is_file() and (samples / "index.html").is_file()
+    evaluation = json.loads((root / "metrics/evaluate.json").read_text())
+    keys = {"recon_psnr", "val_bits_per_token", "sr_gain_db", "latent_frechet", "novelty"}
+    assert keys <= set(evaluation)
+    plots = run(["dvc", "plots", "show", "--json"], root, env)
+    assert "recon_psnr_by_frame" in plots and "transformer_loss" in plots
+
     runs = runs_by_stage(root)
     assert set(runs) == STAGES
+    assert all(r[-1].info.status == "FINISHED" for r in runs.values())
+    sample_run = runs["sample"][-1]
+    logged = {a.path for a in client_for(root).list_artifacts(sample_run.info.run_id, "samples")}
+    assert "samples/index.html" in logged and "samples/contact_sheet.png" in logged
     preprocess_run = runs["preprocess"][-1]
     assert preprocess_run.info.status == "FINISHED"
-    assert preprocess_run.data.params["preprocess.size"] == "[32, 32]"
+    assert preprocess_run.data.params["preprocess.size"] == "[64, 64]"
     assert preprocess_run.data.metrics["clips_val"] == metrics["clips_val"]
     assert runs["download"][-1].data.params["data.source"] == "synthetic"
     tokenizer_run = runs["train_tokenizer"][-1]
     assert "recon_loss" in tokenizer_run.data.metrics  # step metrics, logged as it trains
-    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    logged = {a.path for a in client.list_artifacts(tokenizer_run.info.run_id)}
+    logged = {a.path for a in client_for(root).list_artifacts(tokenizer_run.info.run_id)}
     assert {"recon.gif", "MODEL_CARD.md", "tokenizer.json"} <= logged
 
     # Nothing changed: nothing re-runs, so no new MLflow run either.
     run(["dvc", "repro"], root, env)
     assert len(runs_by_stage(root)["preprocess"]) == 1
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], root, env))
+    assert "latent_frechet" in diff["metrics/evaluate.json"]
+    run(["git", "add", "-A"], root, env)  # as a user records a reproduced pipeline
+    run(["git", "commit", "-qm", "repro"], root, env)
 
 
-def test_levels_experiment_reruns_only_the_tokenizer_stages_in_a_temp_copy(
+def test_levels_experiment_reruns_exactly_the_stages_downstream_of_the_tokenizer(
     project: tuple[Path, dict[str, str]],
 ) -> None:
     root, env = project
     command = ["dvc", "exp", "run", "--temp", "-n", "levels4", "-S", "tokenizer.levels=4"]
     output = run(command, root, env)
-    assert "Running stage 'train_tokenizer'" in output and "Running stage 'tokenize'" in output
-    assert "Running stage 'preprocess'" not in output
+    for stage in ("train_tokenizer", "tokenize", "train_transformer", "sample", "evaluate"):
+        assert f"Running stage '{stage}'" in output
+    for stage in ("download", "preprocess", "train_superres"):
+        assert f"Running stage '{stage}'" not in output
     latest = runs_by_stage(root)["train_tokenizer"][-1]  # logged to the real workspace
     assert latest.data.tags["dvc_exp_name"] == "levels4"
     assert latest.data.metrics["codebook_size"] == 4**4
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env))
-    assert '"codebook_size": 256' in json.dumps(shown)
+    shown = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], root, env)))
+    assert '"codebook_size": 256' in shown and "latent_frechet" in shown

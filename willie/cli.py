@@ -62,7 +62,9 @@ def run_stage(
                     write_json(metrics_path, metrics)
                     mlflow.log_artifact(str(metrics_path))
                 for artifact in artifacts:
-                    if artifact.exists():
+                    if artifact.is_dir():
+                        mlflow.log_artifacts(str(artifact), artifact_path=artifact.name)
+                    elif artifact.exists():
                         mlflow.log_artifact(str(artifact))
         else:
             metrics = work(config, None)
@@ -212,6 +214,54 @@ def train_superres(
 
     artifacts = (out / "compare.png", out / "MODEL_CARD.md", out / "config.json")
     run_stage("train_superres", "superres", params, metrics, track, work, artifacts)
+
+
+@app.command()
+def sample(
+    out: Annotated[Path, typer.Option(help="the gallery directory")] = Path("stages/samples"),
+    tokenizer: Annotated[Path, typer.Option(help="the trained tokenizer")] = Path(
+        "stages/tokenizer"
+    ),
+    transformer: Annotated[Path, typer.Option(help="the trained transformer")] = Path(
+        "stages/transformer"
+    ),
+    superres: Annotated[Path, typer.Option(help="the trained super-resolution model")] = Path(
+        "stages/superres"
+    ),
+    clips: Annotated[Path, typer.Option(help="clip shards (prompts)")] = Path("data/clips"),
+    params: ParamsOption = Path("params.yaml"),
+    metrics: MetricsOption = Path("metrics/sample.json"),
+    track: TrackOption = True,
+) -> None:
+    """Generate new clips (MP4, GIF, contact sheet, index.html) into stages/samples/."""
+
+    def work(cfg: Any, log: Log | None) -> dict[str, Any]:
+        from willie.sample import run_sample
+
+        return run_sample(cfg, tokenizer, transformer, superres, clips, out)
+
+    run_stage("sample", "sample", params, metrics, track, work, (out,))
+
+
+@app.command()
+def evaluate(
+    plots: Annotated[Path, typer.Option(help="where the plot data go")] = Path("metrics/plots"),
+    samples: Annotated[Path, typer.Option(help="the gallery from `sample`")] = Path(
+        "stages/samples"
+    ),
+    params: ParamsOption = Path("params.yaml"),
+    metrics: MetricsOption = Path("metrics/evaluate.json"),
+    track: TrackOption = True,
+) -> None:
+    """Score every model and the samples: metrics/evaluate.json and plots."""
+
+    def work(cfg: Any, log: Log | None) -> dict[str, Any]:
+        from willie.evaluation.report import run_evaluate
+
+        return run_evaluate(cfg, samples_dir=samples, plots_dir=plots)
+
+    artifacts = (plots / "recon_psnr_by_frame.csv", plots / "frame_change.csv")
+    run_stage("evaluate", "evaluate", params, metrics, track, work, artifacts)
 
 
 if __name__ == "__main__":

@@ -61,17 +61,19 @@ def generate(
     The cache of each layer holds the last `window` keys, so memory and per-token time stay
     flat however far past the training context the sequence runs.
     """
+    B, P = prompt.shape
+    # Preallocated: thousands of tiny live tensors would pin freed heap memory (RSS creep).
+    tokens = torch.empty(B, P + new_tokens, dtype=torch.long, device=prompt.device)
+    tokens[:, :P] = prompt
     caches = model.new_caches()
     h = model.hidden(prompt, 0, caches)[:, -1]  # prefill: [B, C]
-    tokens = [prompt]
     for i in range(new_tokens):
-        token = model.head.sample(h, pick)  # [B]
-        tokens.append(token[:, None])
+        tokens[:, P + i] = model.head.sample(h, pick)  # [B]
         if progress is not None:
             progress(i + 1)
         if i + 1 < new_tokens:
-            h = model.hidden(token[:, None], prompt.shape[1] + i, caches)[:, -1]
-    return torch.cat(tokens, dim=1)
+            h = model.hidden(tokens[:, P + i : P + i + 1], P + i, caches)[:, -1]
+    return tokens
 
 
 @torch.inference_mode()

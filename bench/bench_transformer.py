@@ -1,0 +1,194 @@
+"""Token transformer benchmarks: KV-cache speed and memory, training throughput, extrapolation.
+
+    python bench/bench_transformer.py [--part cache|memory|train|extrapolation|all]
+                                      [--tokens data/tokens]
+
+- cache: per-token time of KV-cached decoding at a 2,048-token context vs recomputing the
+  full forward every step (the baseline), same model, same run.
+- memory: peak memory added by generating 4× the training context vs 1× (each in a fresh
+  process: peak RSS minus the RSS after loading the model).
+- train: training tokens/s per attention backend available here (and MFU on CUDA).
+- extrapolation: on real tokens (`--tokens`, from `dvc repro tokenize`), val bits/token at 1×
+  and 2× the training context, ALiBi vs learned absolute positions, same training budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from _common import REPO, machine
+
+from willie.transformer.attention import available_backends
+from willie.transformer.generate import generate, generate_uncached
+from willie.transformer.model import TokenTransformer, TransformerArch
+
+LEVELS = (8, 5, 5, 5)
+
+
+def bench_model(context: int = 2048, window: int = 512, **overrides: object) -> TokenTransformer:
+    torch.manual_seed(0)
+    values = {"layers": 4, "heads": 4, "width": 256, "window": window, "context": context}
+    return TokenTransformer(TransformerArch(levels=LEVELS, **{**values, **overrides})).eval()
+
+
+def part_cache() -> None:
+    model = bench_model()
+    context = model.arch.context
+    prompt = torch.randint(0, 1000, (1, context - 1))
+    prompt[0, 0] = model.arch.bos
+    steps = 32
+    start = time.perf_counter()
+    generate(model, prompt, steps)
+    cached = time.perf_counter() - start
+    with torch.inference_mode():  # the prefill alone, to subtract it
+        start = time.perf_counter()
+        model.hidden(prompt, 0, model.new_caches())
+        prefill = time.perf_counter() - start
+    per_token_cached = (cached - prefill) / (steps - 1)
+    start = time.perf_counter()
+    generate_uncached(model, prompt, 3)
+    per_token_full = (time.perf_counter() - start) / 3
+    print(f"KV cache at a {context}-token context (window {model.arch.window}, sdpa, CPU fp32):")
+    print(f"  recompute the full forward per token  {per_token_full * 1e3:8.1f} ms/token   1×")
+    print(
+        f"  rolling KV cache                      {per_token_cached * 1e3:8.1f} ms/token   "
+        f"{per_token_full / per_token_cached:.0f}× faster"
+    )
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def measure_generation(multiple: int) -> dict[str, float]:
+    model = bench_model()
+    prompt = torch.full((1, 1), model.arch.bos)
+    before = rss_mb()
+    start = time.perf_counter()
+    generate(model, prompt, multiple * model.arch.context - 1)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tokens = multiple * model.arch.context
+    return {"added_mb": peak - before, "peak_mb": peak, "ms_per_token": seconds * 1e3 / tokens}
+
+
+def part_memory() -> None:
+    results = {}
+    for multiple in (1, 4):
+        out = subprocess.run(
+            [sys.executable, __file__, "--part", f"_generate{multiple}"],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+        ).stdout
+        results[multiple] = json.loads(out.splitlines()[-1])
+    one, four = results[1], results[4]
+    print("Generation memory (fresh process each; peak RSS − RSS after loading the model):")
+    for m, r in results.items():
+        print(
+            f"  {m}× context ({m * 2048:5d} tokens)  +{r['added_mb']:7.1f} MiB  "
+            f"(peak {r['peak_mb']:.0f} MiB)  {r['ms_per_token']:.1f} ms/token"
+        )
+    print(
+        f"  4× / 1× added memory: {four['added_mb'] / one['added_mb']:.2f}  "
+        f"(per-token time ratio {four['ms_per_token'] / one['ms_per_token']:.2f})"
+    )
+
+
+def part_train() -> None:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    context, batch = (2048, 8) if device.type == "cuda" else (512, 4)
+    print(f"Training throughput, context {context}, batch {batch}, on {device}:")
+    ids = torch.randint(0, 1000, (batch, context), device=device)
+    for backend in available_backends(device):
+        if backend == "flex" and device.type != "cuda":
+            continue
+        model = bench_model(context=context, window=context // 2).to(device).train()
+        model.set_backend(backend)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(model: TokenTransformer = model, opt: torch.optim.Optimizer = opt) -> None:
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                loss = model(ids, ids)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        for _ in range(2):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        repeats = 10 if device.type == "cuda" else 3
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - start) / repeats
+        tokens_per_s = batch * context / seconds
+        arch = model.arch
+        # 6·N per token for the weights, + 12·layers·width·window for attention scores
+        flops = 6 * model.num_params() + 12 * arch.layers * arch.width * arch.window
+        line = f"  {backend:10s} {tokens_per_s:10.0f} tokens/s"
+        if device.type == "cuda":
+            peak = 989e12  # H100 SXM dense bf16
+            line += f"   MFU {tokens_per_s * flops / peak:.1%} (of 989 TFLOP/s bf16)"
+        print(line)
+
+
+def part_extrapolation(tokens: Path, steps: int) -> None:
+    from willie.config import TransformerConfig
+    from willie.transformer.train import train_transformer
+
+    if not (tokens / "manifest.json").is_file():
+        sys.exit(f"{tokens}: no tokens; run `dvc repro tokenize` first (or pass --tokens)")
+    print(f"Length extrapolation on {tokens} ({steps} steps each, context 320, window 160):")
+    for positions in ("alibi", "learned"):
+        cfg = TransformerConfig(
+            context=320, window=160, layers=4, heads=4, width=256, batch_size=8,
+            max_steps=steps, lr=1e-3, warmup_steps=20, positions=positions, device="cpu",
+            log_every=50, checkpoint_every=10**6,
+        )  # fmt: skip
+        out = REPO / "bench" / ".runs" / f"transformer-{positions}"
+        m = train_transformer(cfg, tokens, out, out / "plots")
+        print(
+            f"  {positions:8s} val bits/token 1× {m['val_bits_per_token']:.3f}   "
+            f"2× {m['val_bits_per_token_2x']:.3f}   ratio {m['extrapolation_ratio']:.3f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--part", default="all")
+    parser.add_argument("--tokens", type=Path, default=REPO / "data" / "tokens")
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+    if args.part.startswith("_generate"):
+        print(json.dumps(measure_generation(int(args.part.removeprefix("_generate")))))
+        return
+    print(f"machine: {machine()}")
+    parts = ["cache", "memory", "train", "extrapolation"] if args.part == "all" else [args.part]
+    for part in parts:
+        if part == "cache":
+            part_cache()
+        elif part == "memory":
+            part_memory()
+        elif part == "train":
+            part_train()
+        elif part == "extrapolation":
+            part_extrapolation(args.tokens, args.steps)
+        else:
+            sys.exit(f"unknown part {part}")
+
+
+if __name__ == "__main__":
+    main()

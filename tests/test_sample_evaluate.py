@@ -1,0 +1,141 @@
+"""The `sample` and `evaluate` stages on tiny (untrained) models and a tiny clip set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import pytest
+
+from tests.test_superres import write_clips
+from willie.checkpoint import save_artifact
+from willie.config import EvaluateConfig, SampleConfig, TokenizerConfig, parse_section
+from willie.errors import WillieError
+from willie.evaluation.report import run_evaluate
+from willie.sample import run_sample
+from willie.superres.model import SuperResArch, VideoSuperRes
+from willie.tokenizer.model import TokenizerArch, VideoTokenizer
+from willie.tokenizer.tokenize import run_tokenize
+from willie.transformer.model import TokenTransformer, TransformerArch
+
+LEVELS = (4, 3, 3)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """data/clips (9 frames, 32×32), the three models as their stages publish them, tokens."""
+    root = tmp_path_factory.mktemp("project")
+    write_clips(root / "data/clips", (9, 32, 32), {"train": 8, "val": 4})
+    arch = TokenizerArch(channels=8, levels=LEVELS)
+    config = {"arch": arch.to_dict(), "size": 16, "clip_frames": 9, "codebook_size": 36}
+    save_artifact(root / "stages/tokenizer", VideoTokenizer(arch), config, "# tokenizer")
+    tiny = TransformerArch(levels=LEVELS, layers=1, heads=2, width=16, window=8, context=16)
+    config = {"arch": tiny.to_dict(), "latent_shape": [3, 2, 2], "clip_shape": [9, 16, 16]}
+    save_artifact(root / "stages/transformer", TokenTransformer(tiny), config, "# transformer")
+    sr = SuperResArch(scale=2, channels=8, blocks=1)
+    config = {"arch": sr.to_dict(), "scale": 2, "input_size": [16, 16], "output_size": [32, 32]}
+    save_artifact(root / "stages/superres", VideoSuperRes(sr), config, "# superres")
+    run_tokenize(
+        TokenizerConfig(batch_size=4, device="cpu"),
+        root / "data/clips",
+        root / "stages/tokenizer",
+        root / "data/tokens",
+    )
+    return root
+
+
+def sample_in(root: Path, out: Path, **values: object) -> dict:
+    cfg = SampleConfig(**{"num_clips": 2, "frames": 17, "device": "cpu", **values})
+    s = root / "stages"
+    clips = root / "data/clips"
+    return run_sample(cfg, s / "tokenizer", s / "transformer", s / "superres", clips, out)
+
+
+@pytest.fixture(scope="module")
+def gallery(project: Path) -> tuple[Path, dict]:
+    out = project / "stages/samples"
+    return out, sample_in(project, out, prompt_frames=5, top_k=5, top_p=0.9)
+
+
+def test_sample_writes_decodable_upscaled_mp4s_with_continuations(gallery) -> None:
+    out, metrics = gallery
+    index = json.loads((out / "samples.json").read_text())
+    names = [s["name"] for s in index["samples"]]
+    assert names == ["uncond_000", "uncond_001", "cont_000", "cont_001"]
+    for sample in index["samples"]:
+        with av.open(str(out / sample["files"]["mp4"])) as container:
+            stream = container.streams.video[0]
+            frames = list(container.decode(stream))
+            assert len(frames) == 17 and stream.average_rate == 24
+            assert (frames[0].height, frames[0].width) == (32, 32)  # 16 → 32 by super-res
+        assert (out / sample["files"]["gif"]).is_file()
+    assert index["samples"][2]["prompt_frames"] == 5 and index["samples"][0]["prompt_frames"] == 0
+    assert index["samples"][0]["settings"]["seed"] == 0
+    assert index["samples"][3]["settings"]["seed"] == 3
+    assert (out / "contact_sheet.png").is_file() and (out / "index.html").is_file()
+    assert metrics["samples"] == 4 and metrics["tokens_per_s"] > 0
+
+
+def test_samples_are_reproducible_from_their_seed(project: Path, tmp_path: Path) -> None:
+    a = sample_in(project, tmp_path / "a", num_clips=1)
+    b = sample_in(project, tmp_path / "b", num_clips=1)
+    assert a["samples"] == b["samples"] == 1
+    assert (tmp_path / "a/uncond_000.gif").read_bytes() == (
+        tmp_path / "b/uncond_000.gif"
+    ).read_bytes()
+
+
+def test_bad_sample_settings_are_clear_errors(project: Path, tmp_path: Path) -> None:
+    with pytest.raises(WillieError, match="num_clips = 0: must be ≥ 1"):
+        parse_section("sample", {"num_clips": 0}, SampleConfig)
+    with pytest.raises(WillieError, match=r"prompt_frames \(17\) must be < sample.frames \(17\)"):
+        parse_section("sample", {"frames": 17, "prompt_frames": 17}, SampleConfig)
+    with pytest.raises(WillieError, match=r"exceeds the clip length \(9 frames\)"):
+        sample_in(project, tmp_path / "s", frames=21, prompt_frames=13)
+    with pytest.raises(WillieError, match="run `dvc repro train_transformer` first"):
+        s = project / "stages"
+        run_sample(SampleConfig(device="cpu"), s / "tokenizer", tmp_path / "none", s / "superres")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_transformer_of_another_vocabulary_is_refused(project: Path, tmp_path: Path) -> None:
+    other = TransformerArch(levels=(8, 5), layers=1, heads=2, width=16, window=8, context=16)
+    config = {"arch": other.to_dict(), "latent_shape": [3, 2, 2], "clip_shape": [9, 16, 16]}
+    save_artifact(tmp_path / "transformer", TokenTransformer(other), config, "# other")
+    s, cfg = project / "stages", SampleConfig(device="cpu")
+    with pytest.raises(WillieError, match=r"FSQ levels \[8, 5\] but .* has \[4, 3, 3\]"):
+        run_sample(cfg, s / "tokenizer", tmp_path / "transformer", s / "superres")
+
+
+def evaluate_in(root: Path, cfg: EvaluateConfig) -> dict:
+    s = root / "stages"
+    return run_evaluate(
+        cfg,
+        tokenizer_dir=s / "tokenizer",
+        transformer_dir=s / "transformer",
+        superres_dir=s / "superres",
+        clips_dir=root / "data/clips",
+        tokens_dir=root / "data/tokens",
+        samples_dir=s / "samples",
+        plots_dir=root / "metrics/plots",
+    )
+
+
+def test_evaluate_scores_models_and_samples_and_writes_plots(project: Path, gallery) -> None:
+    metrics = evaluate_in(project, EvaluateConfig(max_clips=8, device="cpu"))
+    for key in ("recon_psnr", "val_bits_per_token", "sr_gain_db", "latent_frechet", "novelty"):
+        assert isinstance(metrics[key], float), key
+    assert "fvd" not in metrics  # no I3D weights given
+    assert metrics["sr_gain_db"] == pytest.approx(0, abs=1e-6)  # untrained SR is bicubic
+    assert metrics["sample_clips"] == 2 * 2 + 2 * 1  # 9-frame windows of 17 / 12 frames
+    by_frame = (project / "metrics/plots/recon_psnr_by_frame.csv").read_text().splitlines()
+    assert by_frame[0] == "frame,psnr" and len(by_frame) == 1 + 9
+    change = (project / "metrics/plots/frame_change.csv").read_text().splitlines()
+    assert change[0] == "frame,samples,real" and len(change) == 1 + 8
+
+
+def test_missing_i3d_weights_file_is_a_clear_error(project: Path, tmp_path: Path) -> None:
+    cfg = EvaluateConfig(i3d_weights=str(tmp_path / "rgb_imagenet.pt"), device="cpu")
+    with pytest.raises(WillieError, match=r"rgb_imagenet\.pt: no such file"):
+        evaluate_in(project, cfg)
