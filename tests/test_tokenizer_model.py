@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -11,10 +12,11 @@ from willie.tokenizer.model import TokenizerArch, VideoTokenizer
 TINY = TokenizerArch(channels=8, channel_mults=(1, 2, 2, 2), norm_groups=4)
 
 
-@pytest.fixture(scope="module")
-def tiny() -> VideoTokenizer:
+@pytest.fixture(scope="module", params=[1, 2], ids=["pixels", "patchified"])
+def tiny(request: pytest.FixtureRequest) -> VideoTokenizer:
+    """The tiny tokenizer with and without the 2×2 space-to-depth input."""
     torch.manual_seed(0)
-    return VideoTokenizer(TINY).eval()
+    return VideoTokenizer(dataclasses.replace(TINY, patch_size=request.param)).eval()
 
 
 def latents(model: VideoTokenizer, video: torch.Tensor) -> torch.Tensor:
@@ -170,7 +172,7 @@ def test_encoder_features_are_pooled_per_clip(tiny: VideoTokenizer) -> None:
 
 def test_last_layer_is_the_decoders_output_conv(tiny: VideoTokenizer) -> None:
     assert tiny.last_layer is tiny.decoder.conv_out.conv.weight
-    assert tiny.last_layer.shape[0] == 1
+    assert tiny.last_layer.shape[0] == tiny.arch.patch_size**2  # one output per patch pixel
 
 
 def test_parameter_counts_are_sane() -> None:
@@ -199,3 +201,5 @@ def test_arch_errors_name_the_key_and_what_is_allowed() -> None:
         TokenizerArch(channel_mults=(1, 2))
     with pytest.raises(WillieError, match="norm_groups"):
         TokenizerArch(channels=12)
+    with pytest.raises(WillieError, match="patch_size must be a power of 2"):
+        TokenizerArch(patch_size=3)

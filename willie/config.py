@@ -145,6 +145,9 @@ class TokenizerConfig(TrainingSection):
     fsq_dims: int = Field(4, ge=1, le=16, description="FSQ dims when `levels` is an int")
     channels: int = Field(32, ge=8)
     channel_mults: list[int] = Field([1, 2, 2, 4], min_length=2)
+    patch_size: int = Field(
+        2, ge=1, description="space-to-depth of the input (1, 2, 4): 2 runs ~4× faster than 1"
+    )
     num_res_blocks: int = Field(1, ge=0)
     recon_loss: Literal["l1", "l2"] = "l1"
     disc_start: int = Field(

@@ -1,16 +1,18 @@
 """The MAGVIT-v2-style causal video tokenizer: encoder → FSQ → decoder.
 
     video [B, 1, 1 + 4k, H, W] in [-1, 1]
+      → patchify: p×p pixels → p² channels (space-to-depth, `patch_size` p; 1 = none)
       → Encoder: causal conv, then per level residual blocks and, between levels, separate
         space (blur-pool 2×) and time (causal blur-pool 2×, frame 0 kept alone) stages
       → z [B, D, 1 + k, H/8, W/8] → FSQ → codes (and integer indices [B, 1 + k, H/8, W/8])
-      → Decoder: the mirror, with depth-to-time and depth-to-space up-sampling
-      → recon [B, 1, 1 + 4k, H, W]
+      → Decoder: the mirror, with depth-to-time and depth-to-space up-sampling, then
+        unpatchify → recon [B, 1, 1 + 4k, H, W]
 
 Latent frame 0 encodes frame 0 alone; latent frame j ≥ 1 covers frames 4j-3..4j. Every layer
 is causal, so encoding (or decoding) a prefix of a clip gives a prefix of the result.
 Down-sampling happens in the first levels (as in Cosmos' factorized tokenizer): the full
-resolution levels are the expensive ones, so they should be few and narrow.
+resolution levels are the expensive ones, so they should be few and narrow; with
+`patch_size` 2 (Cosmos patchifies too) no convolution runs at full resolution at all.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class TokenizerArch:
     num_res_blocks: int = 1  # per level, in the encoder and in the decoder
     num_mid_blocks: int = 1  # extra blocks at the latent resolution, each side of FSQ
     levels: tuple[int, ...] = (8, 5, 5, 5)  # FSQ levels: D = len(levels) latent channels
-    spatial_downsample: int = 8  # 2^(space stages)
+    spatial_downsample: int = 8  # patch_size × 2^(space stages)
+    patch_size: int = 1  # space-to-depth of the input: no convolution runs at full resolution
     temporal_downsample: int = 4  # 2^(time stages)
     temporal_dilations: tuple[int, int] = (1, 2)  # of the two time convs in each residual block
     norm_groups: int = 8
@@ -64,13 +67,20 @@ class TokenizerArch:
                 f"{self.channels}, {self.num_res_blocks}, {self.num_mid_blocks}"
             )
         transitions = len(self.channel_mults) - 1
+        patch = self.patch_size
+        if patch < 1 or patch & (patch - 1) or patch > self.spatial_downsample:
+            raise WillieError(
+                f"tokenizer.patch_size must be a power of 2 ≤ spatial_downsample "
+                f"({self.spatial_downsample}), got {patch}"
+            )
         for name in ("spatial_downsample", "temporal_downsample"):
             factor = getattr(self, name)
             if factor < 1 or factor & (factor - 1):
                 raise WillieError(f"tokenizer.{name} must be a power of 2, got {factor}")
-            if int(math.log2(factor)) > transitions:
+            stages = int(math.log2(factor // (patch if name == "spatial_downsample" else 1)))
+            if stages > transitions:
                 raise WillieError(
-                    f"tokenizer.{name}={factor} needs {int(math.log2(factor))} level transitions "
+                    f"tokenizer.{name}={factor} needs {stages} level transitions "
                     f"but channel_mults={self.channel_mults} gives {transitions}; "
                     "add channel multipliers or lower the factor"
                 )
@@ -94,7 +104,8 @@ class TokenizerArch:
 
     @property
     def space_stages(self) -> int:
-        return int(math.log2(self.spatial_downsample))
+        """Blur-pool stages in space, after the patchify."""
+        return int(math.log2(self.spatial_downsample // self.patch_size))
 
     @property
     def time_stages(self) -> int:
@@ -122,7 +133,8 @@ class Encoder(nn.Module):
         super().__init__()
         widths, groups = arch.widths, arch.norm_groups
         block = {"groups": groups, "dilations": arch.temporal_dilations}
-        self.conv_in = CausalConv3d(1, widths[0])
+        self.patch = arch.patch_size
+        self.conv_in = CausalConv3d(self.patch**2, widths[0])
         layers: list[nn.Module] = []
         for level, width in enumerate(widths):
             layers += [ResBlock(width, width, **block) for _ in range(arch.num_res_blocks)]
@@ -140,8 +152,10 @@ class Encoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, video: Tensor) -> Tensor:
+        p = self.patch
+        x = rearrange(video, "b c t (h p) (w q) -> b (c p q) t h w", p=p, q=p)
         # A 1-channel conv's layout is ambiguous, so state the channels-last layout once here.
-        return self.layers(channels_last(self.conv_in(video)))
+        return self.layers(channels_last(self.conv_in(x)))
 
 
 class Decoder(nn.Module):
@@ -169,10 +183,13 @@ class Decoder(nn.Module):
                 layers.append(CausalConv3d(width, prev_width, kernel_size=(1, 1, 1)))
         layers += [FrameGroupNorm(groups, widths[0]), nn.SiLU()]
         self.layers = nn.Sequential(*layers)
-        self.conv_out = CausalConv3d(widths[0], 1)
+        self.patch = arch.patch_size
+        self.conv_out = CausalConv3d(widths[0], self.patch**2)
 
     def forward(self, codes: Tensor) -> Tensor:
-        return self.conv_out(self.layers(self.conv_in(codes)))
+        x = self.conv_out(self.layers(self.conv_in(codes)))
+        p = self.patch
+        return rearrange(x, "b (c p q) t h w -> b c t (h p) (w q)", p=p, q=p)
 
 
 class VideoTokenizer(nn.Module):

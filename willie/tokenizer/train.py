@@ -51,6 +51,7 @@ def architecture(cfg: TokenizerConfig) -> TokenizerArch:
         channels=cfg.channels,
         channel_mults=tuple(cfg.channel_mults),
         num_res_blocks=cfg.num_res_blocks,
+        patch_size=cfg.patch_size,
         levels=tuple(cfg.fsq_levels),
     )
 
