@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from willie.config import DataConfig, PreprocessConfig, load_section, parse_section
+from willie.config import DataConfig, PreprocessConfig, TokenizerConfig, load_section, parse_section
 from willie.errors import WillieError
 
 
@@ -69,3 +69,10 @@ def test_missing_or_broken_params_file(tmp_path: Path) -> None:
 def test_absent_section_takes_defaults(tmp_path: Path) -> None:
     cfg = load_section("preprocess", write_params(tmp_path, "data:\n  seed: 3\n"))
     assert cfg == PreprocessConfig()
+
+
+def test_training_identity_ignores_how_a_run_is_observed():
+    base = TokenizerConfig()
+    observed = TokenizerConfig(log_every=1, checkpoint_every=7, eval_every=3, eval_clips=2)
+    assert observed.identity() == base.identity()
+    assert TokenizerConfig(lr=1e-3).identity() != base.identity()

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -89,6 +91,27 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     return f"| metric | value |\n|---|---|\n{rows}"
 
 
+def render_model_card(
+    title: str,
+    about: str,
+    use: str,
+    params_json: str,
+    metrics: dict[str, Any],
+    *,
+    data: dict[str, Any] | None = None,
+    metrics_note: str = "",
+) -> str:
+    """`MODEL_CARD.md`: what the model is, its data, how to load it, its params, its metrics."""
+    data_part = f"## Data\n{clips_summary(data)}\n\n" if data is not None else ""
+    note = f"{metrics_note}\n\n" if metrics_note else ""
+    return (
+        f"# {title}\n\n{about.strip()}\n\n{data_part}"
+        f"## Use\n```python\n{use.strip()}\n```\n\n"
+        f"## Training parameters\n```\n{params_json}\n```\n\n"
+        f"## Validation metrics\n{note}{metrics_table(metrics)}\n"
+    )
+
+
 def load_artifact_config(directory: str | os.PathLike[str], stage: str) -> dict[str, Any]:
     directory = Path(directory)
     if not (directory / "model.safetensors").is_file() or not (directory / "config.json").is_file():
@@ -109,3 +132,44 @@ def load_artifact_weights(directory: str | os.PathLike[str], module: nn.Module) 
     except (RuntimeError, OSError, ValueError) as e:
         raise WillieError(f"{path}: does not match its config.json ({e})") from None
     return module
+
+
+A = TypeVar("A", bound="ArtifactArch")
+M = TypeVar("M", bound=nn.Module)
+
+
+class ArtifactArch:
+    """Base of a model's frozen architecture dataclass: its `config.json` round trip.
+
+    Tuples become JSON lists and back (the dataclass converts them in `__post_init__`);
+    unknown keys are refused with the allowed ones named.
+    """
+
+    KIND: ClassVar[str] = "model"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in asdict(self).items()  # type: ignore[call-overload]
+        }
+
+    @classmethod
+    def from_dict(cls: type[A], data: dict[str, Any]) -> A:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        if unknown := sorted(set(data) - known):
+            raise WillieError(
+                f"unknown {cls.KIND} architecture keys {unknown}; allowed: {sorted(known)}"
+            )
+        return cls(**data)
+
+
+def load_artifact(
+    directory: str | os.PathLike[str],
+    stage: str,
+    build: Callable[[dict[str, Any]], M],
+    device: str | torch.device = "cpu",
+) -> M:
+    """A published model: `build(config.json)`, then its safetensors weights; eval mode."""
+    model = build(load_artifact_config(directory, stage))
+    load_artifact_weights(directory, model)
+    return model.eval().to(device)

@@ -134,6 +134,17 @@ class TrainingSection(Section):
     compile: bool = Field(False, description="torch.compile the model (pays off on GPU)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
 
+    def identity(self) -> dict[str, Any]:
+        """The values that decide what training computes (for the checkpoint fingerprint):
+        changing one trains afresh; changing how the run is observed (logging, checkpoint and
+        evaluation cadence, eval set sizes, workers) resumes instead."""
+        observed = {"log_every", "checkpoint_every", "num_workers"}
+        return {
+            k: v
+            for k, v in self.model_dump(mode="json").items()
+            if k not in observed and not k.startswith("eval_")
+        }
+
 
 class TokenizerConfig(TrainingSection):
     """`tokenizer`: the MAGVIT-v2 video tokenizer (`train_tokenizer` and `tokenize` stages)."""

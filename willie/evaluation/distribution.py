@@ -12,6 +12,7 @@ Features are `[N, C]` arrays, one row per clip; everything is computed in float6
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,6 +172,36 @@ def temporal_consistency_ratio(
     return temporal_consistency(samples, value_range) / reference
 
 
+def batched_features(
+    model: nn.Module,
+    videos: Tensor,
+    features: Callable[[Tensor], Tensor],
+    batch_size: int,
+    device: str | torch.device,
+) -> np.ndarray:
+    """Run `features` over `videos` [N, C, T, H, W] `batch_size` at a time, in inference mode
+    with `model` in eval mode (its previous mode restored) -> [N, F] float64.
+
+    uint8 videos are mapped to [-1, 1] on the device; float ones are taken as they are.
+    """
+    if videos.ndim != 5 or videos.shape[0] < 1:
+        raise ValueError(f"expected videos [N ≥ 1, C, T, H, W], got {tuple(videos.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        with torch.inference_mode():
+            for batch in videos.split(batch_size):
+                batch = batch.to(device)
+                batch = to_unit_range(batch) if batch.dtype == torch.uint8 else batch.float()
+                rows.append(features(batch).double().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(rows).numpy()
+
+
 def tokenizer_features(
     tokenizer: nn.Module,
     clips: Tensor,
@@ -180,22 +211,8 @@ def tokenizer_features(
     """Clips [N, 1, T, H, W] (float in [-1, 1], or uint8) -> features [N, C] float64.
 
     C is the tokenizer encoder's last width (`VideoTokenizer.encoder_features`: the encoder
-    trunk's output averaged over time and space). Runs in inference mode, `batch_size` clips
-    at a time, with the model in eval mode (its previous mode is restored).
+    trunk's output averaged over time and space).
     """
-    if clips.ndim != 5 or clips.shape[1] != 1 or clips.shape[0] < 1:
+    if clips.ndim != 5 or clips.shape[1] != 1:
         raise ValueError(f"expected clips [N ≥ 1, 1, T, H, W], got {tuple(clips.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    was_training = tokenizer.training
-    tokenizer.eval()
-    features = []
-    try:
-        with torch.inference_mode():
-            for batch in clips.split(batch_size):
-                batch = batch.to(device)
-                batch = to_unit_range(batch) if batch.dtype == torch.uint8 else batch.float()
-                features.append(tokenizer.encoder_features(batch).double().cpu())
-    finally:
-        tokenizer.train(was_training)
-    return torch.cat(features).numpy()
+    return batched_features(tokenizer, clips, tokenizer.encoder_features, batch_size, device)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from willie.data import to_unit_range
 from willie.errors import WillieError
-from willie.evaluation.distribution import frechet_distance
+from willie.evaluation.distribution import batched_features, frechet_distance
 
 MIN_FRAMES = 9  # three stride-2 time stages then a 2-frame average pool: ⌈⌈⌈T/2⌉/2⌉/2⌉ ≥ 2
 FRAME_SIZE = 224  # the final 7×7 average pool covers exactly the 7×7 map of a 224×224 input
@@ -270,21 +270,7 @@ def i3d_features(
     Each batch is prepared by `i3d_inputs` on `device` (resized to 224×224, RGB, ≥ 9 frames);
     inference mode, with the network in eval mode (its previous mode is restored).
     """
-    if videos.ndim != 5 or videos.shape[0] < 1:
-        raise ValueError(f"expected videos [N ≥ 1, C, T, H, W], got {tuple(videos.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    was_training = i3d.training
-    i3d.eval()
-    features = []
-    try:
-        with torch.inference_mode():
-            for batch in videos.split(batch_size):
-                batch = i3d_inputs(batch.to(device))
-                features.append(i3d.features(batch).double().cpu())
-    finally:
-        i3d.train(was_training)
-    return torch.cat(features).numpy()
+    return batched_features(i3d, videos, lambda v: i3d.features(i3d_inputs(v)), batch_size, device)
 
 
 def fvd(

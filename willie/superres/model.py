@@ -18,21 +18,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from willie.checkpoint import load_artifact_config, load_artifact_weights
+from willie.checkpoint import ArtifactArch, load_artifact
 from willie.errors import WillieError
 
 
 @dataclass(frozen=True)
-class SuperResArch:
+class SuperResArch(ArtifactArch):
     """Architecture of the super-resolution model; saved as `config.json` beside the weights."""
+
+    KIND: ClassVar[str] = "super-resolution"
 
     scale: int = 2  # output size / input size, both axes
     frames: int = 3  # input frames per output frame (odd: the output sits at the centre)
@@ -56,19 +58,6 @@ class SuperResArch:
     def radius(self) -> int:
         """Frames of context on each side of the output frame."""
         return (self.frames - 1) // 2
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SuperResArch:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise WillieError(
-                f"unknown super-resolution architecture keys {unknown}; allowed: {sorted(known)}"
-            )
-        return cls(**data)
 
 
 def temporal_neighbourhoods(
@@ -163,7 +152,8 @@ def load_superres(
     directory: str | os.PathLike[str] = "stages/superres", device: str | torch.device = "cpu"
 ) -> VideoSuperRes:
     """The trained model published by `willie train-superres`, in eval mode."""
-    config = load_artifact_config(directory, "train_superres")
-    model = VideoSuperRes(SuperResArch.from_dict(config["arch"]))
-    load_artifact_weights(directory, model)
-    return model.eval().to(device)
+
+    def build(config: dict[str, Any]) -> VideoSuperRes:
+        return VideoSuperRes(SuperResArch.from_dict(config["arch"]))
+
+    return load_artifact(directory, "train_superres", build, device)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from willie.atomic import atomic_path, read_json
-from willie.checkpoint import clips_summary, metrics_table, save_artifact
+from willie.checkpoint import render_model_card, save_artifact
 from willie.checksums import file_checksums
 from willie.config import SuperresConfig
 from willie.data import ClipDataset, area_resize, to_uint8
@@ -41,7 +41,6 @@ from willie.tokenizer.losses import hinge_d_loss, non_saturating_g_loss
 Log = Callable[[dict[str, float], int], None]
 
 # Keys that change how a run is observed, not what it computes: a new value resumes.
-_NOT_FINGERPRINTED = {"log_every", "checkpoint_every", "eval_every", "num_workers", "eval_clips"}
 
 
 def architecture(cfg: SuperresConfig) -> SuperResArch:
@@ -153,37 +152,22 @@ def model_card(
 ) -> str:
     (h, w), (H, W) = sizes
     losses = f"L1 + {cfg.adv_weight} × GAN (hinge D)" if cfg.adv_weight > 0 else "L1"
-    return f"""# willie super-resolution
-
-A ×{arch.scale} video super-resolution network. Each output frame is predicted from
+    about = f"""A ×{arch.scale} video super-resolution network. Each output frame is predicted from
 {arch.frames} neighbouring low-resolution frames (the end frame repeated at a clip's ends) by a
 residual CNN ({arch.blocks} blocks, width {arch.channels}) with pixel-shuffle up-sampling, as a
 correction added to the bicubic up-sampling of the centre frame. Input: [B, 1, T, {h}, {w}] in
 [-1, 1]; output: [B, 1, T, {H}, {W}]. Trained with {losses} on (area-downsampled, original)
 pairs of grayscale *Steamboat Willie* clips, {cfg.crop}-pixel crops (capped at the frame,
-rounded down to a multiple of {arch.scale}). Weights are the EMA of the trained weights.
-
-## Data
-{clips_summary(data)}
-
-## Use
-```python
-from willie.superres import load_superres
+rounded down to a multiple of {arch.scale}). Weights are the EMA of the trained weights."""
+    use = f"""from willie.superres import load_superres
 model = load_superres("stages/superres")
-video = model.upscale(low_res)      # [B, 1, T, {h}, {w}] → [B, 1, T, {H}, {W}], in [-1, 1]
-```
-
-## Training parameters
-```
-{cfg.model_dump_json(indent=2)}
-```
-
-## Validation metrics
-Whole val clips at full frame size; `*_bicubic` is the baseline (bicubic, clamped).
-`compare.png`: bicubic | model | original.
-
-{metrics_table(metrics)}
-"""
+video = model.upscale(low_res)      # [B, 1, T, {h}, {w}] → [B, 1, T, {H}, {W}], in [-1, 1]"""
+    note = """Whole val clips at full frame size; `*_bicubic` is the baseline (bicubic, clamped).
+`compare.png`: bicubic | model | original."""
+    params = cfg.model_dump_json(indent=2)
+    return render_model_card(
+        "willie super-resolution", about, use, params, metrics, data=data, metrics_note=note
+    )
 
 
 def train_superres(
@@ -209,9 +193,7 @@ def train_superres(
         raise WillieError(f"{manifest_path} not found: run `willie preprocess` first")
     crop = crop_size(cfg.crop, high_size, cfg.scale)
     arch = architecture(cfg)
-    fingerprinted = {
-        k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED
-    }
+    fingerprinted = cfg.identity()
     engine = Engine(
         TrainSettings.from_section(cfg),
         out_dir / "checkpoints",

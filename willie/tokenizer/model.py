@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from willie.checkpoint import load_artifact_config, load_artifact_weights
+from willie.checkpoint import ArtifactArch, load_artifact
 from willie.errors import WillieError
 from willie.tokenizer.fsq import FSQ
 from willie.tokenizer.layers import (
@@ -43,8 +43,10 @@ from willie.tokenizer.layers import (
 
 
 @dataclass(frozen=True)
-class TokenizerArch:
+class TokenizerArch(ArtifactArch):
     """Architecture of the tokenizer; saved as `config.json` beside `model.safetensors`."""
+
+    KIND: ClassVar[str] = "tokenizer"
 
     channels: int = 64  # width of the first (full resolution) level
     channel_mults: tuple[int, ...] = (1, 2, 2, 4)  # one per level; level i has channels·mults[i]
@@ -110,20 +112,6 @@ class TokenizerArch:
     @property
     def time_stages(self) -> int:
         return int(math.log2(self.temporal_downsample))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TokenizerArch:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise WillieError(
-                f"unknown tokenizer architecture keys {unknown}; allowed: {sorted(known)}"
-            )
-        return cls(**data)
 
 
 class Encoder(nn.Module):
@@ -268,7 +256,8 @@ def load_tokenizer(
     directory: str | os.PathLike[str] = "stages/tokenizer", device: str | torch.device = "cpu"
 ) -> VideoTokenizer:
     """The trained tokenizer published by `willie train-tokenizer`, in eval mode."""
-    config = load_artifact_config(directory, "train_tokenizer")
-    model = VideoTokenizer(TokenizerArch.from_dict(config["arch"]))
-    load_artifact_weights(directory, model)
-    return model.eval().to(device)
+
+    def build(config: dict[str, Any]) -> VideoTokenizer:
+        return VideoTokenizer(TokenizerArch.from_dict(config["arch"]))
+
+    return load_artifact(directory, "train_tokenizer", build, device)

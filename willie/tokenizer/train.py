@@ -20,7 +20,7 @@ import torch
 from einops import rearrange
 
 from willie.atomic import read_json
-from willie.checkpoint import clips_summary, metrics_table, save_artifact
+from willie.checkpoint import render_model_card, save_artifact
 from willie.checksums import file_checksums
 from willie.config import TokenizerConfig
 from willie.data import ClipDataset, to_uint8
@@ -43,7 +43,6 @@ from willie.video import write_gif
 Log = Callable[[dict[str, float], int], None]
 
 # Keys that change how a run is observed, not what it computes: a new value resumes.
-_NOT_FINGERPRINTED = {"log_every", "checkpoint_every", "eval_every", "num_workers", "eval_clips"}
 
 
 def architecture(cfg: TokenizerConfig) -> TokenizerArch:
@@ -100,33 +99,17 @@ def evaluate(
 
 
 def model_card(cfg: TokenizerConfig, arch: TokenizerArch, metrics: dict, data: dict) -> str:
-    return f"""# willie tokenizer
-
-A MAGVIT-v2-style causal 3D-CNN video tokenizer with FSQ ({" × ".join(map(str, arch.levels))}
-= {int(np.prod(arch.levels))} codes), trained VQGAN-style on grayscale clips of
-*Steamboat Willie*. Input: [B, 1, 1 + 4k, {cfg.size}, {cfg.size}] in [-1, 1]; tokens:
-[B, 1 + k, {cfg.size // arch.spatial_downsample}, {cfg.size // arch.spatial_downsample}].
-Weights are the EMA of the generator.
-
-## Data
-{clips_summary(data)}
-
-## Use
-```python
-from willie.tokenizer import load_tokenizer
+    latent = cfg.size // arch.spatial_downsample
+    about = f"""A MAGVIT-v2-style causal 3D-CNN video tokenizer with FSQ
+({" × ".join(map(str, arch.levels))} = {int(np.prod(arch.levels))} codes), trained VQGAN-style on
+grayscale clips of *Steamboat Willie*. Input: [B, 1, 1 + 4k, {cfg.size}, {cfg.size}] in [-1, 1];
+tokens: [B, 1 + k, {latent}, {latent}]. Weights are the EMA of the generator."""
+    use = """from willie.tokenizer import load_tokenizer
 tokenizer = load_tokenizer("stages/tokenizer")
 indices = tokenizer.encode(video)      # [B, 1, T, H, W] → [B, t, h, w]
-video = tokenizer.decode(indices)
-```
-
-## Training parameters
-```
-{cfg.model_dump_json(indent=2)}
-```
-
-## Validation metrics
-{metrics_table(metrics)}
-"""
+video = tokenizer.decode(indices)"""
+    params = cfg.model_dump_json(indent=2)
+    return render_model_card("willie tokenizer", about, use, params, metrics, data=data)
 
 
 def train_tokenizer(
@@ -147,9 +130,7 @@ def train_tokenizer(
     except ValueError as e:
         raise WillieError(f"the clips do not fit the tokenizer: {e}") from None
     manifest_sha = file_checksums(clips_dir / "manifest.json").sha256
-    fingerprinted = {
-        k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED
-    }
+    fingerprinted = cfg.identity()
     engine = Engine(
         TrainSettings.from_section(cfg, betas=(0.5, 0.9)),  # GAN-friendly momentum
         out_dir / "checkpoints",

@@ -21,15 +21,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from willie.checkpoint import load_artifact_config, load_artifact_weights
+from willie.checkpoint import ArtifactArch, load_artifact
 from willie.errors import WillieError
 from willie.transformer.attention import Backend, alibi_slopes, attention
 
@@ -37,8 +37,10 @@ IGNORE = -1  # target of a position that has no next token (padding)
 
 
 @dataclass(frozen=True)
-class TransformerArch:
+class TransformerArch(ArtifactArch):
     """The model's shape; saved as `config.json` beside `model.safetensors`."""
+
+    KIND: ClassVar[str] = "transformer"
 
     levels: tuple[int, ...]  # the tokenizer's FSQ levels: codebook = Π levels
     layers: int = 4
@@ -73,16 +75,6 @@ class TransformerArch:
     def bos(self) -> int:
         """The scene-start token's id: one past the last code."""
         return self.codebook_size
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TransformerArch:
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(data) - known):
-            raise WillieError(f"unknown transformer arch keys {unknown}; allowed {sorted(known)}")
-        return cls(**data)
 
 
 class Digits(nn.Module):
@@ -320,7 +312,8 @@ def load_transformer(
     directory: str | os.PathLike[str] = "stages/transformer", device: str | torch.device = "cpu"
 ) -> TokenTransformer:
     """The trained transformer published by `willie train-transformer`, in eval mode."""
-    config = load_artifact_config(directory, "train_transformer")
-    model = TokenTransformer(TransformerArch.from_dict(config["arch"]))
-    load_artifact_weights(directory, model)
-    return model.eval().to(device)
+
+    def build(config: dict[str, Any]) -> TokenTransformer:
+        return TokenTransformer(TransformerArch.from_dict(config["arch"]))
+
+    return load_artifact(directory, "train_transformer", build, device)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from willie.atomic import write_bytes
-from willie.checkpoint import metrics_table, save_artifact
+from willie.checkpoint import render_model_card, save_artifact
 from willie.checksums import file_checksums
 from willie.config import TransformerConfig
 from willie.engine import Engine, TrainSettings, autocast
@@ -28,7 +28,6 @@ from willie.transformer.data import TokenManifest, TokenStreams, TokenWindows
 from willie.transformer.model import IGNORE, TokenTransformer, TransformerArch
 
 Log = Callable[[dict[str, float], int], None]
-_NOT_FINGERPRINTED = {"log_every", "checkpoint_every", "eval_every", "num_workers", "eval_windows"}
 
 
 def architecture(cfg: TransformerConfig, levels: tuple[int, ...]) -> TransformerArch:
@@ -96,30 +95,17 @@ class Curves:
 
 
 def model_card(cfg: TransformerConfig, arch: TransformerArch, metrics: dict, backend: str) -> str:
-    return f"""# willie token transformer
-
-A decoder-only transformer over the tokenizer's FSQ codes ({" × ".join(map(str, arch.levels))}
-= {arch.codebook_size}): {arch.layers} layers, width {arch.width}, {arch.heads} heads, ALiBi
-positions and causal sliding-window attention over {arch.window} tokens, trained on windows of
-{arch.context} tokens; `{arch.head}` output head. Attention backend in training: `{backend}`.
-Weights are the EMA of the training weights.
-
-## Use
-```python
-from willie.transformer import load_transformer
+    about = f"""A decoder-only transformer over the tokenizer's FSQ codes
+({" × ".join(map(str, arch.levels))} = {arch.codebook_size}): {arch.layers} layers, width
+{arch.width}, {arch.heads} heads, ALiBi positions and causal sliding-window attention over
+{arch.window} tokens, trained on windows of {arch.context} tokens; `{arch.head}` output head.
+Attention backend in training: `{backend}`. Weights are the EMA of the training weights."""
+    use = """from willie.transformer import load_transformer
 from willie.transformer.generate import generate, sampler
 model = load_transformer("stages/transformer")
-tokens = generate(model, prompt, new_tokens, sampler(temperature=1.0, top_k=0, top_p=0.95))
-```
-
-## Training parameters
-```
-{cfg.model_dump_json(indent=2)}
-```
-
-## Validation metrics
-{metrics_table(metrics)}
-"""
+tokens = generate(model, prompt, new_tokens, sampler(temperature=1.0, top_k=0, top_p=0.95))"""
+    params = cfg.model_dump_json(indent=2)
+    return render_model_card("willie token transformer", about, use, params, metrics)
 
 
 def train_transformer(
@@ -136,9 +122,7 @@ def train_transformer(
     train_streams = TokenStreams(tokens_dir, "train")
     val_streams = TokenStreams(tokens_dir, "val")
     arch = architecture(cfg, manifest.levels)
-    fingerprinted = {
-        k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED
-    }
+    fingerprinted = cfg.identity()
     tokens_sha = file_checksums(tokens_dir / "manifest.json").sha256
     curves = Curves()
 
