@@ -1,6 +1,6 @@
 """Tokenizer throughput on this machine: training step, encode (the tokenize stage), decode.
 
-    python bench/bench_tokenizer.py [--size 64] [--channels 32]
+    python bench/bench_tokenizer.py [--size 64] [--channels 32] [--patch 2]
 
 The training step is the stage's: generator forward/backward with the adversarial term,
 then discriminator with hinge + R1, batch 2 of 17×size×size. Encoding and decoding run in
@@ -24,9 +24,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--patch", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
-    tokenizer = VideoTokenizer(TokenizerArch(channels=args.channels))
+    tokenizer = VideoTokenizer(TokenizerArch(channels=args.channels, patch_size=args.patch))
     disc = Discriminator(channels=32)
     opt_g = torch.optim.AdamW(tokenizer.parameters(), lr=1e-4)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=1e-4)
@@ -62,7 +63,7 @@ def main() -> None:
     params = sum(p.numel() for p in tokenizer.parameters()) / 1e6
     print(f"machine: {machine()}")
     print(
-        f"tokenizer: channels {args.channels}, {params:.2f}M params; discriminator "
+        f"tokenizer: channels {args.channels}, patch {args.patch}, {params:.2f}M params; discriminator "
         f"{sum(p.numel() for p in disc.parameters()) / 1e6:.2f}M; clips 17×{args.size}×{args.size}"
     )
     print(f"  generator forward, batch 2          {forward_s * 1e3:8.0f} ms   1×")

@@ -75,6 +75,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=7, help="timed steps (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
     p.add_argument("--channels", type=int, default=64, help="ours: width of the first level")
+    p.add_argument("--patch", type=int, default=2, help="ours: space-to-depth of the input")
     p.add_argument("--discr-channels", type=int, default=32, help="ours: discriminator width")
     p.add_argument("--peer-init-dim", type=int, default=32, help="peer: init_dim")
     p.add_argument("--peer-max-dim", type=int, default=192, help="peer: max_dim")
@@ -130,7 +131,7 @@ class OursBench:
 
     def __init__(self, args: argparse.Namespace, x, train, val, order) -> None:
         self.args, self.x, self.train, self.val, self.order = args, x, train, val, order
-        self.arch = TokenizerArch(channels=args.channels, levels=LEVELS)
+        self.arch = TokenizerArch(channels=args.channels, patch_size=args.patch, levels=LEVELS)
         self.stage = TokenizerConfig()  # the train_tokenizer stage's loss weights
         # Two generators from the same seed: one only timed, one only trained for PSNR.
         self.timing_model = self.build()
@@ -333,7 +334,8 @@ def report(args: argparse.Namespace, info: dict, results: dict, train, val) -> N
         f"FSQ {list(LEVELS)} ({int(np.prod(LEVELS))} codes)"
     )
     print(
-        f"  ours: G {ours['g_params'] / 1e6:.2f}M params (channels {args.channels}, mults "
+        f"  ours: G {ours['g_params'] / 1e6:.2f}M params (channels {args.channels}, patch "
+        f"{args.patch}, mults "
         f"{TokenizerArch().channel_mults}), D {ours['d_params'] / 1e6:.2f}M (3D, whole clip)"
     )
     print(
