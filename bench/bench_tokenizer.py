@@ -63,8 +63,9 @@ def main() -> None:
     params = sum(p.numel() for p in tokenizer.parameters()) / 1e6
     print(f"machine: {machine()}")
     print(
-        f"tokenizer: channels {args.channels}, patch {args.patch}, {params:.2f}M params; discriminator "
-        f"{sum(p.numel() for p in disc.parameters()) / 1e6:.2f}M; clips 17×{args.size}×{args.size}"
+        f"tokenizer: channels {args.channels}, patch {args.patch}, {params:.2f}M params; "
+        f"discriminator {sum(p.numel() for p in disc.parameters()) / 1e6:.2f}M; "
+        f"clips 17×{args.size}×{args.size}"
     )
     print(f"  generator forward, batch 2          {forward_s * 1e3:8.0f} ms   1×")
     print(
