@@ -16,12 +16,12 @@ from PIL import Image
 from willie.atomic import write_json
 from willie.config import SuperresConfig
 from willie.data import ClipDataset, area_resize
-from willie.engine import StopRequested
+from willie.engine import StopRequested, step_generator
 from willie.errors import WillieError
 from willie.shards import ClipRow, ClipShardWriter
 from willie.superres import SuperResArch, VideoSuperRes, load_superres
 from willie.superres.model import bicubic_upsample, temporal_neighbourhoods
-from willie.superres.train import step_generator, train_superres, training_pairs
+from willie.superres.train import train_superres, training_pairs
 
 CLIP = (5, 48, 48)  # [T, H, W] stored clips
 TINY = {
@@ -248,3 +248,14 @@ def test_scale_not_dividing_the_clips_is_refused_before_training(
     with pytest.raises(WillieError, match=r"superres.scale=5 does not divide .* 48×48"):
         train_superres(SuperresConfig(**{**TINY, "scale": 5}), clips, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_learned_correction_never_moves_a_blocks_average() -> None:
+    torch.manual_seed(0)
+    model = VideoSuperRes(SuperResArch(scale=2, frames=3, channels=8, blocks=1))
+    torch.nn.init.normal_(model.conv_out.weight, std=0.5)
+    torch.nn.init.normal_(model.conv_out.bias, std=0.5)  # a bias would shift brightness
+    correction = model.residual(random_video(2, 3, 8, 8))  # [N, frames, h, w] → [2, 1, 16, 16]
+    assert correction.abs().amax() > 1e-2
+    block_means = torch.nn.functional.avg_pool2d(correction, 2)
+    torch.testing.assert_close(block_means, torch.zeros_like(block_means), atol=1e-6, rtol=0)

@@ -164,3 +164,15 @@ def test_gan_training_runs_under_torchrun_with_two_cpu_processes(
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "tokenizer.json").read_text())  # rank 0 only
     assert metrics["steps"] == 6 and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_random_flip_mirrors_about_half_the_clips_reproducibly() -> None:
+    from willie.engine import step_generator
+    from willie.tokenizer.train import random_flip
+
+    clips = torch.arange(64 * 4.0).reshape(64, 1, 1, 1, 4)
+    flipped = random_flip(clips, step_generator(0, 3, 0, 0))
+    mirrored = (flipped == clips.flip(-1)).all(dim=-1).flatten()
+    assert ((flipped == clips).all(dim=-1).flatten() | mirrored).all()
+    assert 16 < int(mirrored.sum()) < 48
+    assert torch.equal(flipped, random_flip(clips, step_generator(0, 3, 0, 0)))

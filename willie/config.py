@@ -161,6 +161,7 @@ class TokenizerConfig(TrainingSection):
     )
     num_res_blocks: int = Field(1, ge=0)
     recon_loss: Literal["l1", "l2"] = "l1"
+    flip: bool = Field(True, description="mirror half the training clips left-right")
     disc_start: int = Field(
         500, ge=0, description="step at which the discriminator starts training"
     )

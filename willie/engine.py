@@ -82,6 +82,12 @@ class StopRequested(WillieError):
     """SIGTERM arrived; a checkpoint was written and the run can be resumed."""
 
 
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    """Randomness of one micro-step (crops, flips): a pure function of where in training we
+    are, so a resumed run draws exactly what an uninterrupted one would."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 131 + micro) * 65_537 + rank)
+
+
 def fingerprint(config: dict[str, Any]) -> str:
     """A short stable hash of everything that makes two trainings the same training."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]

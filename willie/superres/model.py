@@ -5,7 +5,8 @@
         (r = (frames - 1) / 2; indices clamped, so clip edges replicate their end frame),
         folded into channels: [(B T), frames, h, w]
       → 2D conv net at low resolution: conv in, residual blocks, conv
-      → pixel shuffle (×scale), conv at high resolution → residual [(B T), 1, h·s, w·s]
+      → pixel shuffle (×scale), conv at high resolution → residual [(B T), 1, h·s, w·s],
+        minus its mean over each scale×scale block (it adds detail, never shifts the average)
       → + bicubic up-sampling of the centre frame
       → [B, 1, T, h·s, w·s]
 
@@ -118,10 +119,18 @@ class VideoSuperRes(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def residual(self, stacks: Tensor) -> Tensor:
-        """[N, frames, h, w] neighbourhoods → [N, 1, h·s, w·s] correction to bicubic."""
+        """[N, frames, h, w] neighbourhoods → [N, 1, h·s, w·s] correction to bicubic.
+
+        The correction has zero mean over every s×s block, so it adds detail without moving
+        what the low-resolution pixel already says (its area average): no drift of brightness
+        or of large shapes on scenes unlike the training ones.
+        """
         features = self.conv_in(stacks)
         features = features + self.conv_mid(self.blocks(features))
-        return self.conv_out(self.upsample(features))
+        correction = self.conv_out(self.upsample(features))
+        s = self.arch.scale
+        block_mean = F.avg_pool2d(correction, s)  # [N, 1, h, w]
+        return correction - F.interpolate(block_mean, scale_factor=s, mode="nearest")
 
     def forward(self, video: Tensor, times: Sequence[int] | None = None) -> Tensor:
         """Upscale the frames `times` of `video` (all by default): [B, 1, len(times), H, W]."""

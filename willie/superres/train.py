@@ -31,7 +31,7 @@ from willie.checkpoint import render_model_card, save_artifact
 from willie.checksums import file_checksums
 from willie.config import SuperresConfig
 from willie.data import ClipDataset, area_resize, to_uint8
-from willie.engine import Engine, TrainSettings
+from willie.engine import Engine, TrainSettings, step_generator
 from willie.errors import WillieError
 from willie.quality import psnr, ssim
 from willie.superres.model import SuperResArch, VideoSuperRes, bicubic_upsample
@@ -90,11 +90,6 @@ def training_pairs(
     high = torch.stack(windows)  # [B, 1, frames, ch, cw]
     targets = high[:, :, arch.radius : arch.radius + 1]
     return area_resize(high, (ch // s, cw // s)), targets
-
-
-def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
-    """The crops' randomness: a pure function of where in training we are."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 131 + micro) * 65_537 + rank)
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from willie.checkpoint import render_model_card, save_artifact
 from willie.checksums import file_checksums
 from willie.config import TokenizerConfig
 from willie.data import ClipDataset, to_uint8
-from willie.engine import Engine, TrainSettings
+from willie.engine import Engine, TrainSettings, step_generator
 from willie.errors import WillieError
 from willie.quality import psnr, ssim
 from willie.tokenizer.discriminator import Discriminator
@@ -43,6 +43,12 @@ from willie.video import write_gif
 Log = Callable[[dict[str, float], int], None]
 
 # Keys that change how a run is observed, not what it computes: a new value resumes.
+
+
+def random_flip(clips: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each clip [B, 1, T, H, W] left-right with probability ½: twice the scenes."""
+    flip = (torch.rand(len(clips), generator=generator) < 0.5).to(clips.device)
+    return torch.where(flip[:, None, None, None, None], clips.flip(-1), clips)
 
 
 def architecture(cfg: TokenizerConfig) -> TokenizerArch:
@@ -154,8 +160,10 @@ def train_tokenizer(
         adv_on = step >= cfg.gen_adv_start
         r1_now = disc_on and cfg.r1_weight > 0 and step % cfg.r1_every == 0
         metrics: dict[str, float] = {}
-        for _ in engine.micro_steps(tokenizer, disc):
+        for micro in engine.micro_steps(tokenizer, disc):
             real = next(batches)
+            if cfg.flip:
+                real = random_flip(real, step_generator(cfg.seed, step, micro, engine.rank))
             with engine.autocast():
                 recon, _, _ = tokenizer(real)
                 rec = reconstruction_loss(recon.float(), real, cfg.recon_loss)
