@@ -270,6 +270,7 @@ def test_stage_learns_the_pattern_and_publishes_a_loadable_model(token_dir, tmp_
     # a random code costs log2(24) = 4.58 bits; 11 of each clip's 12 tokens are copies
     assert metrics["val_bits_per_token"] < 3.5
     assert metrics["val_bits_per_token_2x"] < 1.05 * metrics["val_bits_per_token"]
+    assert metrics["best_step"] in (50, 100)  # the published weights: the best val evaluation
     model = load_transformer(out)
     assert model.arch.levels == LEVELS and model.arch.head == "factorized"
     curve = (plots / "transformer_train_loss.csv").read_text().splitlines()
@@ -298,3 +299,14 @@ def test_stage_stopped_by_sigterm_resumes_to_the_same_weights(token_dir, tmp_pat
         torch.testing.assert_close(a[name], b[name], msg=name)
     curve = (tmp_path / "p2" / "transformer_train_loss.csv").read_text().splitlines()
     assert curve == (tmp_path / "p1" / "transformer_train_loss.csv").read_text().splitlines()
+
+
+def test_early_stopping_keeps_the_weights_of_the_best_evaluation():
+    from willie.transformer.train import BestWeights
+
+    model, best = torch.nn.Linear(2, 2), BestWeights()
+    for step, bits in [(10, 5.0), (20, 3.0), (30, 4.0)]:
+        torch.nn.init.constant_(model.weight, step)
+        best.offer(bits, step, model)
+    assert best.step == 20 and best.bits == 3.0
+    assert (best.weights["weight"] == 20).all()

@@ -3,7 +3,8 @@
 Training windows of `context` tokens are cut from `data/tokens/train` streams (a new window
 every context/4 tokens); validation reports bits per token on `val` at 1× and at 2× the
 training context, the second measuring ALiBi's length extrapolation. The published model is
-the EMA of the weights; its loss curves go to MLflow and to DVC plots.
+the EMA of the weights at the best val evaluation (early stopping: small data sets overfit);
+its loss curves go to MLflow and to DVC plots.
 """
 
 from __future__ import annotations
@@ -69,6 +70,27 @@ def bits_per_token(
         nats += float(loss) * valid
         count += valid
     return nats / max(count, 1) / math.log(2), count
+
+
+class BestWeights:
+    """The EMA weights of the best val evaluation so far (early stopping): the model a small
+    data set overfits is published as it was before it did. Checkpointed with the run."""
+
+    def __init__(self) -> None:
+        self.bits = math.inf
+        self.step = -1
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def offer(self, bits: float, step: int, module: torch.nn.Module) -> None:
+        if bits < self.bits:
+            self.bits, self.step = bits, step
+            self.weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bits": self.bits, "step": self.step, "weights": self.weights}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.bits, self.step, self.weights = state["bits"], state["step"], state["weights"]
 
 
 class Curves:
@@ -145,7 +167,9 @@ def train_transformer(
     net = engine.prepare("transformer", model)
     engine.optimizer("transformer", net)
     ema = engine.ema("transformer_ema", net)
+    best = BestWeights()
     engine.track("curves", curves)
+    engine.track("best", best)
     engine.resume()
     batches = engine.batches(TokenWindows(train_streams, cfg.context, max(1, cfg.context // 4)))
 
@@ -162,6 +186,7 @@ def train_transformer(
         return {"loss_bits": total / math.log(2), "grad_norm": grad_norm}
 
     def evaluate(step: int = 0) -> dict[str, float]:
+        """Val bits/token of the EMA weights at 1× and 2× the context; remembers the best."""
         common = {"max_windows": cfg.eval_windows, "batch_size": cfg.batch_size}
         bits_1x, count_1x = bits_per_token(
             ema.module, val_streams, cfg.context, device=engine.device, **common
@@ -169,6 +194,8 @@ def train_transformer(
         bits_2x, count_2x = bits_per_token(
             ema.module, val_streams, 2 * cfg.context, device=engine.device, **common
         )
+        if step:
+            best.offer(bits_1x, step, ema.module)
         return {
             "val_bits_per_token": bits_1x,
             "val_bits_per_token_2x": bits_2x,
@@ -186,8 +213,11 @@ def train_transformer(
         rate_name="tokens_per_s",
     )
     seconds = time.perf_counter() - started
+    final = evaluate(engine.step)  # also offered: the last step competes with the others
+    ema.module.load_state_dict(best.weights)
     metrics: dict[str, Any] = {
-        **evaluate(),
+        **(evaluate() if best.step != engine.step else final),
+        "best_step": best.step,
         "train_bits_per_token": curves.rows["train"][-1][1] if curves.rows["train"] else math.nan,
         "params": model.num_params(),
         "train_tokens": train_streams.num_tokens,
