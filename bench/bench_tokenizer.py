@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     tokenizer = VideoTokenizer(TokenizerArch(channels=args.channels, patch_size=args.patch))
-    disc = Discriminator(channels=32)
+    disc = Discriminator(channels=32, patch_size=args.patch)
     opt_g = torch.optim.AdamW(tokenizer.parameters(), lr=1e-4)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=1e-4)
     train_batch = torch.rand(2, 1, 17, args.size, args.size) * 2 - 1

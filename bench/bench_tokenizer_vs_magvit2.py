@@ -135,7 +135,8 @@ class OursBench:
         self.stage = TokenizerConfig()  # the train_tokenizer stage's loss weights
         # Two generators from the same seed: one only timed, one only trained for PSNR.
         self.timing_model = self.build()
-        self.discriminator, self.lecam = Discriminator(channels=args.discr_channels), LeCAM()
+        self.discriminator = Discriminator(channels=args.discr_channels, patch_size=args.patch)
+        self.lecam = LeCAM()
         self.opt_g = adam(self.timing_model, args.lr)
         self.opt_d = adam(self.discriminator, args.lr)
         self.model = self.build()

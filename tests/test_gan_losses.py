@@ -82,6 +82,15 @@ def test_discriminator_gives_patch_logits_with_capped_widths() -> None:
     assert disc(torch.randn(1, 1, 9, 16, 24)).shape == (1, 1, 2, 2, 3)
 
 
+def test_patchified_discriminator_judges_the_same_clip_on_a_coarser_grid() -> None:
+    disc = Discriminator(channels=4, max_mult=2, num_downsamples=3, patch_size=2)
+    video = torch.randn(2, 1, 17, 32, 32, requires_grad=True)
+    logits = disc(video)
+    assert logits.shape == (2, 1, 3, 2, 2)  # 32 → patches of 2 → 16 → 8 → 4 → 2
+    (grad,) = torch.autograd.grad(logits.sum(), video)  # R1 needs input gradients
+    assert grad.shape == video.shape and grad.abs().sum() > 0
+
+
 def test_discriminator_parameter_count() -> None:
     disc = Discriminator()  # channels 32, max_mult 4, 3 downsamples
     params = sum(p.numel() for p in disc.parameters())

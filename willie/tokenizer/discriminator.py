@@ -1,9 +1,10 @@
 """Spatiotemporal patch discriminator: 3D convs, blur-pool down-sampling, capped widths.
 
-Like MAGVIT-v2's (a StyleGAN discriminator inflated to 3D) but lean for CPU: only the input
-conv runs at full resolution; each stage first blur-pools time and space by 2, then convolves
-at the reduced size. It judges overlapping space-time patches, so it needs no causality and
-works on any clip size; its logits are a grid, not one number per clip.
+Like MAGVIT-v2's (a StyleGAN discriminator inflated to 3D) but lean for CPU: the input may be
+patchified like the tokenizer's (`patch_size` 2: p×p pixels to p² channels), and only the
+input conv runs at that resolution; each stage first blur-pools time and space by 2, then
+convolves at the reduced size. It judges overlapping space-time patches, so it needs no
+causality and works on any clip size; its logits are a grid, not one number per clip.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 import torch.nn.functional as F
-from einops import repeat
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from willie.tokenizer.layers import Conv3d, blur_kernel, channels_last
@@ -52,10 +53,20 @@ class Discriminator(nn.Module):
     Stage i has `channels · min(2^(i+1), max_mult)` channels (the paper's capped multipliers).
     """
 
-    def __init__(self, *, channels: int = 32, max_mult: int = 4, num_downsamples: int = 3) -> None:
+    def __init__(
+        self,
+        *,
+        channels: int = 32,
+        max_mult: int = 4,
+        num_downsamples: int = 3,
+        patch_size: int = 1,
+    ) -> None:
         super().__init__()
         widths = [channels * min(2**i, max_mult) for i in range(num_downsamples + 1)]
-        self.conv_in = nn.Sequential(Conv3d(1, channels, 3, padding=1), nn.LeakyReLU(0.2))
+        self.patch = patch_size
+        self.conv_in = nn.Sequential(
+            Conv3d(patch_size**2, channels, 3, padding=1), nn.LeakyReLU(0.2)
+        )
         self.stages = nn.Sequential(
             *(DiscriminatorStage(w_in, w_out) for w_in, w_out in pairwise(widths))
         )
@@ -66,5 +77,7 @@ class Discriminator(nn.Module):
         )
 
     def forward(self, video: Tensor) -> Tensor:
+        p = self.patch
+        x = rearrange(video, "b c t (h p) (w q) -> b (c p q) t h w", p=p, q=p)
         # A 1-channel conv's layout is ambiguous, so state the channels-last layout once here.
-        return self.to_logits(self.stages(channels_last(self.conv_in(video))))
+        return self.to_logits(self.stages(channels_last(self.conv_in(x))))

@@ -144,7 +144,7 @@ def train_tokenizer(
         log=log,
     )
     tokenizer = engine.prepare("tokenizer", model)
-    disc_module = Discriminator(channels=cfg.disc_channels)
+    disc_module = Discriminator(channels=cfg.disc_channels, patch_size=cfg.patch_size)
     disc = engine.prepare("discriminator", disc_module)
     lecam = LeCAM().to(engine.device)
     engine.optimizer("tokenizer", tokenizer)
