@@ -166,10 +166,12 @@ class ArtifactArch:
 def load_artifact(
     directory: str | os.PathLike[str],
     stage: str,
-    build: Callable[[dict[str, Any]], M],
+    model_type: Callable[[Any], M],
+    arch_type: type[ArtifactArch],
     device: str | torch.device = "cpu",
 ) -> M:
-    """A published model: `build(config.json)`, then its safetensors weights; eval mode."""
-    model = build(load_artifact_config(directory, stage))
+    """A published model: `model_type(arch_type.from_dict(config.json's "arch"))`, then its
+    safetensors weights; in eval mode on `device`."""
+    model = model_type(arch_type.from_dict(load_artifact_config(directory, stage)["arch"]))
     load_artifact_weights(directory, model)
     return model.eval().to(device)

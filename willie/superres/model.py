@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -161,8 +161,4 @@ def load_superres(
     directory: str | os.PathLike[str] = "stages/superres", device: str | torch.device = "cpu"
 ) -> VideoSuperRes:
     """The trained model published by `willie train-superres`, in eval mode."""
-
-    def build(config: dict[str, Any]) -> VideoSuperRes:
-        return VideoSuperRes(SuperResArch.from_dict(config["arch"]))
-
-    return load_artifact(directory, "train_superres", build, device)
+    return load_artifact(directory, "train_superres", VideoSuperRes, SuperResArch, device)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from einops import rearrange, reduce
@@ -256,8 +256,4 @@ def load_tokenizer(
     directory: str | os.PathLike[str] = "stages/tokenizer", device: str | torch.device = "cpu"
 ) -> VideoTokenizer:
     """The trained tokenizer published by `willie train-tokenizer`, in eval mode."""
-
-    def build(config: dict[str, Any]) -> VideoTokenizer:
-        return VideoTokenizer(TokenizerArch.from_dict(config["arch"]))
-
-    return load_artifact(directory, "train_tokenizer", build, device)
+    return load_artifact(directory, "train_tokenizer", VideoTokenizer, TokenizerArch, device)

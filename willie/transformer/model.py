@@ -312,8 +312,4 @@ def load_transformer(
     directory: str | os.PathLike[str] = "stages/transformer", device: str | torch.device = "cpu"
 ) -> TokenTransformer:
     """The trained transformer published by `willie train-transformer`, in eval mode."""
-
-    def build(config: dict[str, Any]) -> TokenTransformer:
-        return TokenTransformer(TransformerArch.from_dict(config["arch"]))
-
-    return load_artifact(directory, "train_transformer", build, device)
+    return load_artifact(directory, "train_transformer", TokenTransformer, TransformerArch, device)
