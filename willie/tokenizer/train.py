@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -61,6 +61,12 @@ def architecture(cfg: TokenizerConfig) -> TokenizerArch:
     )
 
 
+class Evaluation(NamedTuple):
+    metrics: dict[str, float]  # val PSNR/SSIM, codebook usage and perplexity, compression
+    strip: np.ndarray  # [T, 4·H, 2·W] uint8: real | recon of up to 4 clips, for a GIF
+    psnr_by_frame: np.ndarray  # [T] PSNR of each frame index, averaged over the clips
+
+
 @torch.no_grad()
 def evaluate(
     tokenizer: VideoTokenizer,
@@ -69,11 +75,11 @@ def evaluate(
     *,
     max_clips: int,
     batch_size: int,
-) -> tuple[dict[str, float], np.ndarray]:
-    """Val PSNR/SSIM, codebook usage and perplexity; also a real|recon strip for a GIF."""
+) -> Evaluation:
+    """Reconstruct up to `max_clips` val clips once and measure them every way."""
     tokenizer.eval()
     count = min(len(val), max_clips)
-    psnrs, ssims, indices, strip = [], [], [], None
+    psnrs, ssims, by_frame, indices, strip = [], [], [], [], None
     for start in range(0, count, batch_size):
         real = torch.stack([val[i] for i in range(start, min(count, start + batch_size))])
         real = real.to(device)
@@ -81,6 +87,8 @@ def evaluate(
         recon = recon.clamp(-1, 1)
         psnrs.append(psnr(recon, real).cpu())
         ssims.append(ssim(recon, real).cpu())
+        frames = range(real.shape[2])
+        by_frame.append(torch.stack([psnr(recon[:, :, t], real[:, :, t]) for t in frames], 1))
         indices.append(idx.cpu())
         if strip is None:
             pairs = torch.cat([real[:4], recon[:4]], dim=-1)  # real | recon side by side
@@ -101,7 +109,7 @@ def evaluate(
         "compression_ratio": (T * H * W * 8) / token_bits,
         "val_clips": count,
     }
-    return metrics, strip
+    return Evaluation(metrics, strip, torch.cat(by_frame).mean(0).cpu().numpy())
 
 
 def model_card(cfg: TokenizerConfig, arch: TokenizerArch, metrics: dict, data: dict) -> str:
@@ -208,14 +216,14 @@ def train_tokenizer(
     eval_args = {"max_clips": cfg.eval_clips, "batch_size": cfg.batch_size}
 
     def validate(step: int) -> dict[str, float]:
-        values, _ = evaluate(ema.module, val_set, engine.device, **eval_args)
+        values = evaluate(ema.module, val_set, engine.device, **eval_args).metrics
         return {f"val_{k}": values[k] for k in ("psnr", "ssim", "codebook_usage")}
 
     started = time.perf_counter()
     engine.run(train_step, evaluate=validate, eval_every=cfg.eval_every)
     train_seconds = time.perf_counter() - started
 
-    metrics, strip = evaluate(ema.module, val_set, engine.device, **eval_args)
+    metrics, strip, _ = evaluate(ema.module, val_set, engine.device, **eval_args)
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["steps"] = engine.step
     if engine.is_main:
