@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from willie.errors import WillieError
 from willie.evaluation import (
     I3D,
+    frame_change_curve,
     fvd,
     i3d_features,
     load_i3d,
@@ -150,6 +151,17 @@ def test_temporal_consistency_ratio_flags_flicker() -> None:
     assert temporal_consistency_ratio(flicker, ramp) == pytest.approx(8)
     with pytest.raises(ValueError, match="2 frames"):
         temporal_consistency(torch.zeros(2, 1, 4, 4))
+
+
+def test_frame_change_curve_per_step_and_its_mean() -> None:
+    # Still, then one jump of half the range, then a flicker of the whole range: per step.
+    video = np.array([0, 0, 0.5, 0.5, 1.5, 0.5]).reshape(1, 6, 1, 1) * np.ones((4, 1, 3, 3))
+    curve = frame_change_curve(video, value_range=(0, 2))
+    assert curve == pytest.approx([0, 0.25, 0, 0.5, 0.5])
+    assert temporal_consistency(video, value_range=(0, 2)) == pytest.approx(curve.mean())
+    # More clips than one float64 chunk (64) give the same curve.
+    many = np.repeat(video, 50, axis=0)
+    assert frame_change_curve(many, value_range=(0, 2)) == pytest.approx(curve)
 
 
 # --- tokenizer features -------------------------------------------------------------------

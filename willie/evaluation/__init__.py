@@ -3,6 +3,7 @@ generated clips, and FVD when the user supplies I3D weights."""
 
 from willie.evaluation.distribution import (
     Novelty,
+    frame_change_curve,
     frechet_distance,
     novelty,
     temporal_consistency,
@@ -14,6 +15,7 @@ from willie.evaluation.i3d import I3D, fvd, i3d_features, load_i3d
 __all__ = [
     "I3D",
     "Novelty",
+    "frame_change_curve",
     "frechet_distance",
     "fvd",
     "i3d_features",

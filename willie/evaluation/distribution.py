@@ -3,8 +3,9 @@
 - `frechet_distance`: how far apart two sets of features are, as Gaussians (FID/FVD's formula).
 - `novelty`: are samples as far from the training clips as unseen real clips are (≈1), or
   copies of them (≪1)?
-- `temporal_consistency`: how much frames change from one to the next; flicker raises it,
-  frozen clips lower it, so it is read against real footage's value.
+- `temporal_consistency`: how much frames change from one to the next (`frame_change_curve`:
+  per frame step); flicker raises it, frozen clips lower it, so it is read against real
+  footage's value.
 - `tokenizer_features`: the features the first two are computed on, from the trained tokenizer.
 
 Features are `[N, C]` arrays, one row per clip; everything is computed in float64.
@@ -130,15 +131,14 @@ def novelty(samples: np.ndarray, train: np.ndarray, real_val: np.ndarray) -> Nov
     return Novelty(float(sample_nn.mean() / val_nn.mean()), sample_nn, val_nn)
 
 
-def temporal_consistency(
+def frame_change_curve(
     videos: np.ndarray | Tensor, value_range: tuple[float, float] = (-1.0, 1.0)
-) -> float:
-    """Mean absolute change between consecutive frames, on a 0..1 intensity scale.
+) -> np.ndarray:
+    """Mean absolute change from frame t−1 to frame t, per t ≥ 1, on a 0..1 intensity scale:
+    [N, T, H, W] (or [N, C, T, H, W]) -> [T − 1] float64.
 
-    `videos` is [N, T, H, W] (or [N, C, T, H, W]); uint8 is read as 0..255, floating point
-    as `value_range` (default [-1, 1], the models' range). A constant clip gives 0, a clip
-    alternating black and white gives 1. Compare with real footage's value:
-    see `temporal_consistency_ratio`.
+    uint8 is read as 0..255, floating point as `value_range` (default [-1, 1], the models'
+    range). A constant clip gives 0 everywhere, a clip alternating black and white 1.
     """
     if isinstance(videos, Tensor):
         videos = videos.detach().cpu().numpy()
@@ -152,12 +152,24 @@ def temporal_consistency(
     low, high = (0.0, 255.0) if videos.dtype == np.uint8 else value_range
     if high <= low:
         raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
-    total = 0.0
+    total = np.zeros(videos.shape[2] - 1)
     for start in range(0, len(videos), 64):  # bounds the float64 copy
         frames = videos[start : start + 64].astype(np.float64)
-        total += np.abs(np.diff(frames, axis=2)).sum()
-    changes = videos[:, :, 1:].size
-    return float(total / changes / (high - low))
+        total += np.abs(np.diff(frames, axis=2)).sum(axis=(0, 1, 3, 4))
+    pixels_per_step = videos.shape[0] * videos.shape[1] * videos.shape[3] * videos.shape[4]
+    return total / pixels_per_step / (high - low)
+
+
+def temporal_consistency(
+    videos: np.ndarray | Tensor, value_range: tuple[float, float] = (-1.0, 1.0)
+) -> float:
+    """Mean absolute change between consecutive frames, on a 0..1 intensity scale: the mean
+    of `frame_change_curve` (every step averages as many pixels).
+
+    A constant clip gives 0, a clip alternating black and white gives 1. Compare with real
+    footage's value: see `temporal_consistency_ratio`.
+    """
+    return float(frame_change_curve(videos, value_range).mean())
 
 
 def temporal_consistency_ratio(

@@ -27,6 +27,7 @@ from willie.data import ClipDataset
 from willie.engine import resolve_device
 from willie.errors import WillieError
 from willie.evaluation.distribution import (
+    frame_change_curve,
     frechet_distance,
     novelty,
     tokenizer_features,
@@ -73,15 +74,6 @@ def sample_windows(samples_dir: Path, size: int, clip_frames: int) -> torch.Tens
         )
     clips = torch.from_numpy(np.stack(windows)).unsqueeze(1)  # [N, 1, T, H, W] uint8
     return clips.float().mul_(2 / 255).sub_(1)
-
-
-def frame_differences(clips: torch.Tensor) -> np.ndarray:
-    """[N, 1, T, H, W] in [-1, 1] → mean |frame t − frame t−1| on a 0..1 scale, per t ≥ 1.
-
-    Every t averages as many pixels, so the mean of this curve is `temporal_consistency`.
-    """
-    clips = clips.double()
-    return ((clips[:, :, 1:] - clips[:, :, :-1]).abs().mean(dim=(0, 1, 3, 4)) / 2).numpy()
 
 
 def csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
@@ -152,7 +144,7 @@ def run_evaluate(
         name: tokenizer_features(tokenizer, clips, cfg.batch_size, device)
         for name, clips in (("samples", samples), ("val", val_clips), ("train", train_clips))
     }
-    change_samples, change_real = frame_differences(samples), frame_differences(val_clips)
+    change_samples, change_real = frame_change_curve(samples), frame_change_curve(val_clips)
     metrics |= {
         "latent_frechet": frechet_distance(features["samples"], features["val"]),
         "latent_frechet_train_val": frechet_distance(features["train"], features["val"]),
