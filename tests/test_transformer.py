@@ -275,7 +275,11 @@ def test_stage_learns_the_pattern_and_publishes_a_loadable_model(token_dir, tmp_
     assert model.arch.levels == LEVELS and model.arch.head == "factorized"
     curve = (plots / "transformer_train_loss.csv").read_text().splitlines()
     assert curve[0] == "step,bits_per_token" and len(curve) == 1 + 10
-    assert len((plots / "transformer_val_loss.csv").read_text().splitlines()) == 1 + 2
+    val_curve = (plots / "transformer_val_loss.csv").read_text().splitlines()
+    assert len(val_curve) == 1 + 2
+    # The published figure is the best evaluation's, as the val curve recorded it.
+    at_best = dict(line.split(",") for line in val_curve[1:])[str(metrics["best_step"])]
+    assert float(at_best) == pytest.approx(metrics["val_bits_per_token"], rel=1e-4)
     assert "## Validation metrics" in (out / "MODEL_CARD.md").read_text()
 
 

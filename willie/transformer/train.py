@@ -185,7 +185,9 @@ def train_transformer(
         grad_norm = engine.optimizer_step("transformer")
         return {"loss_bits": total / math.log(2), "grad_norm": grad_norm}
 
-    def evaluate(step: int = 0) -> dict[str, float]:
+    evaluations: dict[int, dict[str, float]] = {}  # this process's val results, by step
+
+    def evaluate(step: int) -> dict[str, float]:
         """Val bits/token of the EMA weights at 1× and 2× the context; remembers the best."""
         common = {"max_windows": cfg.eval_windows, "batch_size": cfg.batch_size}
         bits_1x, count_1x = bits_per_token(
@@ -194,15 +196,15 @@ def train_transformer(
         bits_2x, count_2x = bits_per_token(
             ema.module, val_streams, 2 * cfg.context, device=engine.device, **common
         )
-        if step:
-            best.offer(bits_1x, step, ema.module)
-        return {
+        best.offer(bits_1x, step, ema.module)
+        evaluations[step] = {
             "val_bits_per_token": bits_1x,
             "val_bits_per_token_2x": bits_2x,
             "extrapolation_ratio": bits_2x / bits_1x,
             "val_tokens": count_1x,
             "val_tokens_2x": count_2x,
         }
+        return evaluations[step]
 
     started = time.perf_counter()
     engine.run(
@@ -213,10 +215,12 @@ def train_transformer(
         rate_name="tokens_per_s",
     )
     seconds = time.perf_counter() - started
-    final = evaluate(engine.step)  # also offered: the last step competes with the others
+    if engine.step not in evaluations:
+        evaluate(engine.step)  # the last step competes with the evaluated ones
     ema.module.load_state_dict(best.weights)
     metrics: dict[str, Any] = {
-        **(evaluate() if best.step != engine.step else final),
+        # Measured again only when the best step was evaluated before a resume.
+        **(evaluations.get(best.step) or evaluate(best.step)),
         "best_step": best.step,
         "train_bits_per_token": curves.rows["train"][-1][1] if curves.rows["train"] else math.nan,
         "params": model.num_params(),
