@@ -12,10 +12,10 @@ from __future__ import annotations
 from itertools import pairwise
 
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import repeat
 from torch import Tensor, nn
 
-from willie.tokenizer.layers import Conv3d, blur_kernel, channels_last
+from willie.tokenizer.layers import Conv3d, blur_kernel, channels_last, space_to_depth
 
 
 class BlurPool3d(nn.Module):
@@ -77,7 +77,6 @@ class Discriminator(nn.Module):
         )
 
     def forward(self, video: Tensor) -> Tensor:
-        p = self.patch
-        x = rearrange(video, "b c t (h p) (w q) -> b (c p q) t h w", p=p, q=p)
+        x = space_to_depth(video, self.patch)
         # A 1-channel conv's layout is ambiguous, so state the channels-last layout once here.
         return self.to_logits(self.stages(channels_last(self.conv_in(x))))

@@ -31,6 +31,16 @@ class Conv3d(nn.Conv3d):
         return self._conv_forward(x, channels_last(self.weight), self.bias)
 
 
+def space_to_depth(video: Tensor, patch: int) -> Tensor:
+    """[B, C, T, H, W] -> [B, C·p², T, H/p, W/p]: each p×p block of pixels becomes channels."""
+    return rearrange(video, "b c t (h p) (w q) -> b (c p q) t h w", p=patch, q=patch)
+
+
+def depth_to_space(x: Tensor, patch: int) -> Tensor:
+    """[B, C·p², T, h, w] -> [B, C, T, h·p, w·p]: the inverse of `space_to_depth`."""
+    return rearrange(x, "b (c p q) t h w -> b c t (h p) (w q)", p=patch, q=patch)
+
+
 def pad_past(x: Tensor, frames: int) -> Tensor:
     """Prepend `frames` copies of the first frame: [B, C, T, H, W] -> [B, C, frames + T, H, W]."""
     if frames == 0:

@@ -39,6 +39,8 @@ from willie.tokenizer.layers import (
     TimeDownsample,
     TimeUpsample,
     channels_last,
+    depth_to_space,
+    space_to_depth,
 )
 
 
@@ -140,8 +142,7 @@ class Encoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, video: Tensor) -> Tensor:
-        p = self.patch
-        x = rearrange(video, "b c t (h p) (w q) -> b (c p q) t h w", p=p, q=p)
+        x = space_to_depth(video, self.patch)
         # A 1-channel conv's layout is ambiguous, so state the channels-last layout once here.
         return self.layers(channels_last(self.conv_in(x)))
 
@@ -175,9 +176,7 @@ class Decoder(nn.Module):
         self.conv_out = CausalConv3d(widths[0], self.patch**2)
 
     def forward(self, codes: Tensor) -> Tensor:
-        x = self.conv_out(self.layers(self.conv_in(codes)))
-        p = self.patch
-        return rearrange(x, "b (c p q) t h w -> b c t (h p) (w q)", p=p, q=p)
+        return depth_to_space(self.conv_out(self.layers(self.conv_in(codes))), self.patch)
 
 
 class VideoTokenizer(nn.Module):

@@ -42,8 +42,6 @@ from willie.video import write_gif
 
 Log = Callable[[dict[str, float], int], None]
 
-# Keys that change how a run is observed, not what it computes: a new value resumes.
-
 
 def random_flip(clips: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each clip [B, 1, T, H, W] left-right with probability ½: twice the scenes."""
