@@ -1,9 +1,11 @@
 """Tokenizer throughput on this machine: training step, encode (the tokenize stage), decode.
 
     python bench/bench_tokenizer.py [--size 64] [--channels 32] [--patch 2]
+    python bench/bench_tokenizer.py --device cuda --size 128 --batch 8   # bf16, as training
 
 The training step is the stage's: generator forward/backward with the adversarial term,
-then discriminator with hinge + R1, batch 2 of 17×size×size. Encoding and decoding run in
+then discriminator with hinge + R1, batch `--batch` (2) of 17×size×size, under the engine's
+precision policy (bf16 autocast on CUDA, fp32 on CPU). Encoding and decoding run in
 inference mode, batch 8. The baseline printed beside each is the bare generator forward of
 the same batch (what any tokenizer must at least do), measured in the same run.
 """
@@ -11,10 +13,12 @@ the same batch (what any tokenizer must at least do), measured in the same run.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 from _common import machine, median_seconds
 
+from willie.engine import autocast
 from willie.tokenizer.discriminator import Discriminator
 from willie.tokenizer.losses import hinge_d_loss, non_saturating_g_loss, r1_penalty
 from willie.tokenizer.model import TokenizerArch, VideoTokenizer
@@ -25,26 +29,42 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--patch", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2, help="training batch")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.manual_seed(0)
     tokenizer = VideoTokenizer(TokenizerArch(channels=args.channels, patch_size=args.patch))
     disc = Discriminator(channels=32, patch_size=args.patch)
+    tokenizer, disc = tokenizer.to(device), disc.to(device)
     opt_g = torch.optim.AdamW(tokenizer.parameters(), lr=1e-4)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=1e-4)
-    train_batch = torch.rand(2, 1, 17, args.size, args.size) * 2 - 1
-    infer_batch = torch.rand(8, 1, 17, args.size, args.size) * 2 - 1
+    shape = (1, 17, args.size, args.size)
+    train_batch = torch.rand(args.batch, *shape, device=device) * 2 - 1
+    infer_batch = torch.rand(8, *shape, device=device) * 2 - 1
+
+    def synced(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            with autocast(device):
+                fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        return run
 
     def train_step() -> None:
         recon, _, _ = tokenizer(train_batch)
         disc.requires_grad_(False)
-        loss_g = (recon - train_batch).abs().mean() + 0.1 * non_saturating_g_loss(disc(recon))
+        rec = (recon.float() - train_batch).abs().mean()
+        loss_g = rec + 0.1 * non_saturating_g_loss(disc(recon).float())
         disc.requires_grad_(True)
         loss_g.backward()
         opt_g.step()
         opt_g.zero_grad()
         real = train_batch.requires_grad_(True)
-        real_logits = disc(real)
-        loss_d = hinge_d_loss(real_logits, disc(recon.detach())) + r1_penalty(real_logits, real)
+        real_logits = disc(real).float()
+        fake_logits = disc(recon.detach()).float()
+        loss_d = hinge_d_loss(real_logits, fake_logits) + r1_penalty(real_logits, real)
         loss_d.backward()
         opt_d.step()
         opt_d.zero_grad()
@@ -54,22 +74,26 @@ def main() -> None:
         with torch.no_grad():
             tokenizer(train_batch)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device):
         tokens = tokenizer.encode(infer_batch)
-        encode_s = median_seconds(lambda: tokenizer.encode(infer_batch), repeats=3)
-        decode_s = median_seconds(lambda: tokenizer.decode(tokens), repeats=3)
-    step_s = median_seconds(train_step, repeats=5)
-    forward_s = median_seconds(forward, repeats=5)
+    with torch.inference_mode():
+        encode_s = median_seconds(synced(lambda: tokenizer.encode(infer_batch)), repeats=3)
+        decode_s = median_seconds(synced(lambda: tokenizer.decode(tokens)), repeats=3)
+    step_s = median_seconds(synced(train_step), repeats=5)
+    forward_s = median_seconds(synced(forward), repeats=5)
     params = sum(p.numel() for p in tokenizer.parameters()) / 1e6
-    print(f"machine: {machine()}")
+    where = torch.cuda.get_device_name(device) + ", bf16" if device.type == "cuda" else "fp32"
+    print(f"machine: {machine()}; on {where}")
     print(
         f"tokenizer: channels {args.channels}, patch {args.patch}, {params:.2f}M params; "
         f"discriminator {sum(p.numel() for p in disc.parameters()) / 1e6:.2f}M; "
         f"clips 17×{args.size}×{args.size}"
     )
-    print(f"  generator forward, batch 2          {forward_s * 1e3:8.0f} ms   1×")
+    b = args.batch
+    print(f"  generator forward, batch {b:<2}         {forward_s * 1e3:8.1f} ms   1×")
     print(
-        f"  training step G+D, batch 2          {step_s * 1e3:8.0f} ms   {step_s / forward_s:.1f}×"
+        f"  training step G+D, batch {b:<2}         {step_s * 1e3:8.1f} ms   "
+        f"{step_s / forward_s:.1f}×   ({b / step_s:.1f} clips/s trained)"
     )
     print(f"  encode (tokenize), batch 8          {8 / encode_s:8.1f} clips/s")
     print(f"  decode, batch 8                     {8 / decode_s:8.1f} clips/s")
