@@ -12,11 +12,26 @@ from willie.tokenizer.model import TokenizerArch, VideoTokenizer
 TINY = TokenizerArch(channels=8, channel_mults=(1, 2, 2, 2), norm_groups=4)
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["pixels", "patchified"])
+VARIANTS = {
+    "pixels": {"patch_size": 1},
+    "patchified": {"patch_size": 2},
+    # The preset's: no normalization, lossless space- and time-to-depth down-sampling.
+    "s2d-no-norm": {"patch_size": 2, "norm": "none", "space_down": "s2d", "time_down": "s2d"},
+    "s2d-channel-norm": {
+        "patch_size": 2,
+        "norm": "channel",
+        "space_down": "s2d",
+        "time_down": "s2d",
+    },
+}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS.values()), ids=list(VARIANTS))
 def tiny(request: pytest.FixtureRequest) -> VideoTokenizer:
-    """The tiny tokenizer with and without the 2×2 space-to-depth input."""
+    """The tiny tokenizer with and without the 2×2 space-to-depth input, with each norm and
+    down-sampler."""
     torch.manual_seed(0)
-    return VideoTokenizer(dataclasses.replace(TINY, patch_size=request.param)).eval()
+    return VideoTokenizer(dataclasses.replace(TINY, **request.param)).eval()
 
 
 def latents(model: VideoTokenizer, video: torch.Tensor) -> torch.Tensor:
@@ -203,3 +218,7 @@ def test_arch_errors_name_the_key_and_what_is_allowed() -> None:
         TokenizerArch(channels=12)
     with pytest.raises(WillieError, match="patch_size must be a power of 2"):
         TokenizerArch(patch_size=3)
+    with pytest.raises(WillieError, match=r"tokenizer\.norm must be one of group, channel, none"):
+        TokenizerArch(norm="batch")
+    with pytest.raises(WillieError, match=r"tokenizer\.time_down must be one of blur, s2d"):
+        TokenizerArch(time_down="stride")

@@ -69,6 +69,10 @@ def test_training_publishes_ema_model_card_and_recon_gif(trained: tuple[Path, di
         assert np.isfinite(metrics[key]), key
     assert 0 < metrics["codebook_usage"] <= 1
     assert metrics["compression_ratio"] == pytest.approx(8 / metrics["bits_per_pixel"])
+    # Train beside val, so memorization shows.
+    assert np.isfinite(metrics["train_psnr"]) and np.isfinite(metrics["train_ssim"])
+    assert metrics["memorization_gap_db"] == pytest.approx(metrics["train_psnr"] - metrics["psnr"])
+    assert "memorization_gap_db" in (out / "MODEL_CARD.md").read_text()
     config = json.loads((out / "config.json").read_text())
     assert config["arch"]["levels"] == [8, 5, 5, 5] and config["size"] == 32
 
@@ -166,13 +170,40 @@ def test_gan_training_runs_under_torchrun_with_two_cpu_processes(
     assert metrics["steps"] == 6 and (tmp_path / "out" / "model.safetensors").is_file()
 
 
-def test_random_flip_mirrors_about_half_the_clips_reproducibly() -> None:
+def test_augmentation_mirrors_about_half_the_clips_reproducibly() -> None:
     from willie.engine import step_generator
-    from willie.tokenizer.train import random_flip
+    from willie.tokenizer.augment import apply_augmentation, draw_augmentation
 
     clips = torch.arange(64 * 4.0).reshape(64, 1, 1, 1, 4)
-    flipped = random_flip(clips, step_generator(0, 3, 0, 0))
+
+    def augmented(step: int) -> torch.Tensor:
+        generator = step_generator(0, step, 0, 0)
+        params = draw_augmentation(64, flip=True, shift=0, generator=generator)
+        return apply_augmentation(clips, params, 0)
+
+    flipped = augmented(3)
     mirrored = (flipped == clips.flip(-1)).all(dim=-1).flatten()
     assert ((flipped == clips).all(dim=-1).flatten() | mirrored).all()
     assert 16 < int(mirrored.sum()) < 48
-    assert torch.equal(flipped, random_flip(clips, step_generator(0, 3, 0, 0)))
+    assert torch.equal(flipped, augmented(3))
+    assert not torch.equal(flipped, augmented(4))
+
+
+def test_augmentation_shifts_each_clip_by_its_own_offset_with_reflected_borders() -> None:
+    from willie.tokenizer.augment import apply_augmentation, draw_augmentation
+
+    clips = torch.rand(3, 1, 2, 16, 16)
+    params = torch.tensor([[0, 2, -3], [0, 0, 0], [1, -1, 1]])
+    out = apply_augmentation(clips, params, shift=4)
+    assert out.shape == clips.shape
+    assert torch.equal(out[0, ..., 2:, :-3], clips[0, ..., :-2, 3:])  # down 2, left 3
+    assert torch.equal(out[0, ..., 1, :-3], clips[0, ..., 1, 3:])  # reflected: row 1 again
+    assert torch.equal(out[1], clips[1])
+    assert torch.equal(out[2, ..., :-1, 1:], clips[2].flip(-1)[..., 1:, :-1])
+    drawn = draw_augmentation(1000, flip=False, shift=4, generator=torch.Generator())
+    assert (drawn[:, 0] == 0).all() and drawn[:, 1:].abs().max() == 4
+
+
+def test_shift_must_stay_inside_the_frame() -> None:
+    with pytest.raises(ValueError, match=r"tokenizer\.shift"):
+        TokenizerConfig(size=16, shift=8)

@@ -159,9 +159,26 @@ class TokenizerConfig(TrainingSection):
     patch_size: int = Field(
         2, ge=1, description="space-to-depth of the input (1, 2, 4): 2 runs ~4× faster than 1"
     )
-    num_res_blocks: int = Field(1, ge=0)
-    recon_loss: Literal["l1", "l2"] = "l1"
+    num_res_blocks: int = Field(1, ge=0, description="residual blocks per level, each side")
+    num_mid_blocks: int = Field(
+        0, ge=0, description="extra residual blocks at the latent resolution, each side of FSQ"
+    )
+    norm: Literal["group", "channel", "none"] = Field(
+        "none", description="normalization in the residual blocks (none generalizes best)"
+    )
+    space_down: Literal["blur", "s2d"] = Field(
+        "s2d", description="spatial down-sampling: blur-pool + conv, or space-to-depth + 1×1"
+    )
+    time_down: Literal["blur", "s2d"] = Field(
+        "s2d", description="time down-sampling: causal blur-pool + conv, or time-to-depth + 1×1"
+    )
+    recon_loss: Literal["l1", "l2"] = Field(
+        "l2", description="l2 reconstructs unseen footage better (+1 dB PSNR, +0.06 SSIM)"
+    )
     flip: bool = Field(True, description="mirror half the training clips left-right")
+    shift: int = Field(
+        8, ge=0, description="translate training clips by up to this many pixels (reflected)"
+    )
     disc_start: int = Field(
         500, ge=0, description="step at which the discriminator starts training"
     )
@@ -189,6 +206,15 @@ class TokenizerConfig(TrainingSection):
         if not values or any(v < 2 for v in values):
             raise ValueError("FSQ levels must be integers ≥ 2 (e.g. 8 or [8, 5, 5, 5])")
         return levels
+
+    @model_validator(mode="after")
+    def _shift_inside_the_frame(self) -> TokenizerConfig:
+        if self.shift >= self.size // 2:
+            raise ValueError(
+                f"tokenizer.shift ({self.shift}) must be below half of tokenizer.size "
+                f"({self.size}): the reflected border cannot reach past the frame's middle"
+            )
+        return self
 
     @model_validator(mode="after")
     def _generator_adversarial_after_discriminator(self) -> TokenizerConfig:

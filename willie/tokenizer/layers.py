@@ -109,6 +109,37 @@ class FrameGroupNorm(nn.GroupNorm):
         return rearrange(x, "(b t) c h w -> b c t h w", b=b)
 
 
+class ChannelRMSNorm(nn.Module):
+    """RMS normalization over the channels of each position of each frame, with a learned gain.
+
+    Mixes nothing across space or time, so it keeps what GroupNorm removes: a frame's overall
+    level (its brightness) stays in the features.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale = dim**0.5
+        self.gain = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=1) * (self.scale * self.gain[:, None, None, None])
+
+
+NORMS = ("group", "channel", "none")
+DOWNSAMPLERS = ("blur", "s2d")
+
+
+def make_norm(kind: str, dim: int, groups: int) -> nn.Module:
+    """`group`: FrameGroupNorm; `channel`: ChannelRMSNorm; `none`: identity."""
+    if kind == "group":
+        return FrameGroupNorm(groups, dim)
+    if kind == "channel":
+        return ChannelRMSNorm(dim)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
 class ResBlock(nn.Module):
     """norm → SiLU → conv → norm → SiLU → conv, plus a skip (1×1×1 when the width changes)."""
 
@@ -119,13 +150,14 @@ class ResBlock(nn.Module):
         *,
         groups: int,
         dilations: tuple[int, int] = (1, 1),
+        norm: str = "group",
     ) -> None:
         super().__init__()
         self.block = nn.Sequential(
-            FrameGroupNorm(groups, dim_in),
+            make_norm(norm, dim_in, groups),
             nn.SiLU(),
             SpaceTimeConv(dim_in, dim_out, dilation=dilations[0]),
-            FrameGroupNorm(groups, dim_out),
+            make_norm(norm, dim_out, groups),
             nn.SiLU(),
             SpaceTimeConv(dim_out, dim_out, dilation=dilations[1]),
         )
@@ -202,6 +234,37 @@ class TimeDownsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(self.pool(x))
+
+
+class SpaceToDepthDown(nn.Module):
+    """Lossless 2× spatial down-sampling: each 2×2 block to channels, then a 1×1 conv (a
+    2×2 stride-2 conv). Unlike blur-pooling, it keeps the fine lines of the drawing.
+
+    [B, Cin, T, H, W] -> [B, Cout, T, H/2, W/2].
+    """
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.conv = Conv3d(dim_in * 4, dim_out, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(channels_last(space_to_depth(x, 2)))
+
+
+class TimeToDepthDown(nn.Module):
+    """Lossless causal 2× time down-sampling: [B, C, 1 + 2m, H, W] -> [B, C, 1 + m, H, W].
+
+    Frame 0 is paired with a copy of itself, then frames (2j-1, 2j) become latent j's
+    channels — the frames `TimeUpsample` unfolds it back into; a 1×1 conv mixes each pair.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv = Conv3d(dim * 2, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = rearrange(pad_past(x, 1), "b c (t p) h w -> b (p c) t h w", p=2)
+        return self.conv(channels_last(x))
 
 
 def _init_subpixel_(conv: Conv3d, factor: int) -> None:

@@ -30,16 +30,20 @@ from willie.checkpoint import ArtifactArch, load_artifact
 from willie.errors import WillieError
 from willie.tokenizer.fsq import FSQ
 from willie.tokenizer.layers import (
+    DOWNSAMPLERS,
+    NORMS,
     CausalConv3d,
     Conv3d,
-    FrameGroupNorm,
     ResBlock,
     SpaceDownsample,
+    SpaceToDepthDown,
     SpaceUpsample,
     TimeDownsample,
+    TimeToDepthDown,
     TimeUpsample,
     channels_last,
     depth_to_space,
+    make_norm,
     space_to_depth,
 )
 
@@ -60,6 +64,11 @@ class TokenizerArch(ArtifactArch):
     temporal_downsample: int = 4  # 2^(time stages)
     temporal_dilations: tuple[int, int] = (1, 2)  # of the two time convs in each residual block
     norm_groups: int = 8
+    # The defaults below are the first architecture's, so its config.json files still load;
+    # params.yaml chooses (see TokenizerConfig).
+    norm: str = "group"  # group | channel | none (layers.make_norm)
+    space_down: str = "blur"  # blur (blur-pool + 3×3 conv) | s2d (space-to-depth + 1×1 conv)
+    time_down: str = "blur"  # blur (causal blur-pool + conv) | s2d (time-to-depth + 1×1 conv)
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable.
@@ -99,6 +108,16 @@ class TokenizerArch(ArtifactArch):
                 f"tokenizer.temporal_dilations must be two integers ≥ 1 (one per conv of a "
                 f"residual block), got {self.temporal_dilations}"
             )
+        for name, allowed in (
+            ("norm", NORMS),
+            ("space_down", DOWNSAMPLERS),
+            ("time_down", DOWNSAMPLERS),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise WillieError(
+                    f"tokenizer.{name} must be one of {', '.join(allowed)}; got {value!r}"
+                )
         if min(self.levels, default=0) < 2:
             raise WillieError(f"tokenizer.levels must be integers ≥ 2, got {self.levels}")
 
@@ -122,7 +141,7 @@ class Encoder(nn.Module):
     def __init__(self, arch: TokenizerArch) -> None:
         super().__init__()
         widths, groups = arch.widths, arch.norm_groups
-        block = {"groups": groups, "dilations": arch.temporal_dilations}
+        block = {"groups": groups, "dilations": arch.temporal_dilations, "norm": arch.norm}
         self.patch = arch.patch_size
         self.conv_in = CausalConv3d(self.patch**2, widths[0])
         layers: list[nn.Module] = []
@@ -132,13 +151,15 @@ class Encoder(nn.Module):
                 break
             next_width = widths[level + 1]
             if level < arch.space_stages:
-                layers.append(SpaceDownsample(width, next_width))
+                down = SpaceToDepthDown if arch.space_down == "s2d" else SpaceDownsample
+                layers.append(down(width, next_width))
             elif width != next_width:
                 layers.append(CausalConv3d(width, next_width, kernel_size=(1, 1, 1)))
             if level < arch.time_stages:
-                layers.append(TimeDownsample(next_width))
+                down = TimeToDepthDown if arch.time_down == "s2d" else TimeDownsample
+                layers.append(down(next_width))
         layers += [ResBlock(widths[-1], widths[-1], **block) for _ in range(arch.num_mid_blocks)]
-        layers += [FrameGroupNorm(groups, widths[-1]), nn.SiLU()]
+        layers += [make_norm(arch.norm, widths[-1], groups), nn.SiLU()]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, video: Tensor) -> Tensor:
@@ -153,7 +174,8 @@ class Decoder(nn.Module):
     def __init__(self, arch: TokenizerArch) -> None:
         super().__init__()
         widths, groups = arch.widths, arch.norm_groups
-        block = {"groups": groups, "dilations": arch.temporal_dilations}
+        norm = arch.norm
+        block = {"groups": groups, "dilations": arch.temporal_dilations, "norm": norm}
         self.conv_in = CausalConv3d(len(arch.levels), widths[-1])
         layers: list[nn.Module] = [
             ResBlock(widths[-1], widths[-1], **block) for _ in range(arch.num_mid_blocks)
@@ -170,7 +192,7 @@ class Decoder(nn.Module):
                 layers.append(SpaceUpsample(width, prev_width))
             elif width != prev_width:
                 layers.append(CausalConv3d(width, prev_width, kernel_size=(1, 1, 1)))
-        layers += [FrameGroupNorm(groups, widths[0]), nn.SiLU()]
+        layers += [make_norm(norm, widths[0], groups), nn.SiLU()]
         self.layers = nn.Sequential(*layers)
         self.patch = arch.patch_size
         self.conv_out = CausalConv3d(widths[0], self.patch**2)
