@@ -2,15 +2,19 @@
 
 Imports only magvit2_pytorch, torch and numpy (not willie: the peer has its own torch). Reads
 the clips the driver wrote to --data (float32 in [-1, 1]: `timing.npy` the timed batch [B, 1,
-T, H, W], `train.npy` and `val.npy` clips [N, 1, T, H, W], `order.npy` [steps, B] the train
-clip indices of each training step), then answers the driver one command per stdin line with
-one JSON line on stdout, so the driver can alternate our steps with the peer's:
+T, H, W]; per training set NAME, `NAME.train.npy` clips [N, 1, T, H, W] and `NAME.order.npy`
+[steps, B] the clip indices of each training step, `NAME.aug.npy` [steps, B, 3] each clip's
+augmentation (mirror, dy, dx), the driver's draw), then answers the driver one command per
+stdin line with one JSON line on stdout, so the driver can alternate our steps with the peer's:
 
-    (start)        → {"torch", "magvit2_pytorch", "g_params", "d_params"}
-    generator      → {"s"}: one timed generator step (MSE) of the timing model
-    gan            → {"s"}: one timed G + D step of the timing model
-    train STEP     → {"s", "loss"}: one MSE step of the quality model on batch STEP of order.npy
-    psnr           → {"val_psnr"}: the quality model's PSNR on val.npy
+    (start)          → {"torch", "magvit2_pytorch", "g_params", "d_params"}
+    generator        → {"s"}: one timed generator step (MSE) of the timing model
+    gan              → {"s"}: one timed G + D step of the timing model
+    fresh NAME       → {}: a new quality model (same seed), to be trained on set NAME
+    train STEP       → {"s", "loss"}: one MSE step of the quality model on batch STEP of the order
+    recon IN OUT     → {}: reconstruct clips IN.npy with the quality model; write OUT.npz with
+                       `recon` [N, 1, T, H, W] (clamped) and `codes` [N, t, h, w] (FSQ indices),
+                       which the driver measures with the project's own metrics
 """
 
 from __future__ import annotations
@@ -48,6 +52,21 @@ LAYERS = (
 GRAD_PENALTY_WEIGHT = 10.0  # the peer's default
 
 
+def augment(clips: torch.Tensor, params: torch.Tensor, shift: int) -> torch.Tensor:
+    """willie.tokenizer.augment.apply_augmentation, restated (this venv has no willie): mirror,
+    then translate each clip by its (dy, dx) with reflected borders."""
+    out = []
+    for clip, (mirror, dy, dx) in zip(clips, params.tolist(), strict=True):
+        if mirror:
+            clip = clip.flip(-1)
+        if dy or dx:
+            H, W = clip.shape[-2:]
+            padded = torch.nn.functional.pad(clip, (shift,) * 4, mode="reflect")
+            clip = padded[..., shift - dy : shift - dy + H, shift - dx : shift - dx + W]
+        out.append(clip)
+    return torch.stack(out)
+
+
 def adam(params, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
 
@@ -64,19 +83,14 @@ def timed(step: Callable[[], object]) -> float:
 
 class PeerBench:
     def __init__(self, args: argparse.Namespace) -> None:
-        data = Path(args.data)
+        self.data = Path(args.data)
         self.args = args
-        self.x = torch.from_numpy(np.load(data / "timing.npy"))
-        self.train = torch.from_numpy(np.load(data / "train.npy"))
-        self.val = torch.from_numpy(np.load(data / "val.npy"))
-        self.order = torch.from_numpy(np.load(data / "order.npy"))
-        # Two models from the same seed: one only timed, one only trained for PSNR.
+        self.x = torch.from_numpy(np.load(self.data / "timing.npy"))
+        # Two models from the same seed: one only timed, one only trained for quality.
         self.timing_model = self.build()
         # The peer's VideoTokenizer.parameters() already leaves out the discriminator.
         self.opt_g = adam(self.timing_model.parameters(), args.lr)
         self.opt_d = adam(self.timing_model.discr_parameters(), args.lr)
-        self.model = self.build()
-        self.opt = adam(self.model.parameters(), args.lr)
 
     def build(self) -> VideoTokenizer:
         torch.manual_seed(self.args.seed)
@@ -99,6 +113,13 @@ class PeerBench:
             },
             flash_attn=False,
         ).train()
+
+    def fresh(self, name: str) -> None:
+        self.train = torch.from_numpy(np.load(self.data / f"{name}.train.npy"))
+        self.order = torch.from_numpy(np.load(self.data / f"{name}.order.npy"))
+        self.aug = torch.from_numpy(np.load(self.data / f"{name}.aug.npy"))
+        self.model = self.build()
+        self.opt = adam(self.model.parameters(), self.args.lr)
 
     def info(self) -> dict:
         return {
@@ -129,24 +150,24 @@ class PeerBench:
 
     def train_step(self, step: int) -> dict:
         start = time.perf_counter()
-        batch = self.train[self.order[step]]
+        batch = augment(self.train[self.order[step]], self.aug[step], self.args.shift)
         self.opt.zero_grad(set_to_none=True)
         loss, _ = self.model(batch, return_recon_loss_only=True)
         loss.backward()
         self.opt.step()
         return {"s": time.perf_counter() - start, "loss": loss.item()}
 
-    def psnr(self) -> float:
-        """Mean over clips of PSNR in dB on the [0, 1] scale (recon clamped to [-1, 1])."""
+    @torch.no_grad()
+    def recon(self, clips_path: str, out_path: str) -> None:
         self.model.eval()
-        psnrs = []
-        with torch.no_grad():
-            for clips in self.val.split(len(self.order[0])):
-                recon = self.model(clips).clamp(-1, 1)
-                mse = ((recon - clips) / 2).square().flatten(1).mean(1)  # on the [0, 1] scale
-                psnrs += (10 * torch.log10(1 / mse)).tolist()
+        clips = torch.from_numpy(np.load(clips_path))
+        recons, codes = [], []
+        for batch in clips.split(8):
+            idx, recon = self.model(batch, return_codes=True, return_recon=True)
+            recons.append(recon.clamp(-1, 1))
+            codes.append(idx)
         self.model.train()
-        return float(np.mean(psnrs))
+        np.savez(out_path, recon=torch.cat(recons).numpy(), codes=torch.cat(codes).numpy())
 
     def answer(self, line: str) -> dict:
         command, *rest = line.split()
@@ -154,10 +175,14 @@ class PeerBench:
             return {"s": timed(self.generator_step)}
         if command == "gan":
             return {"s": timed(self.gan_step)}
+        if command == "fresh":
+            self.fresh(rest[0])
+            return {}
         if command == "train":
             return self.train_step(int(rest[0]))
-        if command == "psnr":
-            return {"val_psnr": self.psnr()}
+        if command == "recon":
+            self.recon(*rest)
+            return {}
         raise ValueError(f"unknown command {line!r}")
 
 
@@ -171,6 +196,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--shift", type=int, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bench = PeerBench(args)
