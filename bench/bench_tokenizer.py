@@ -1,6 +1,6 @@
 """Tokenizer throughput on this machine: training step, encode (the tokenize stage), decode.
 
-    python bench/bench_tokenizer.py [--size 64] [--channels 32] [--patch 2]
+    python bench/bench_tokenizer.py [--size 64] [--channels 32] [--patch 2]   # params.yaml's
     python bench/bench_tokenizer.py --device cuda --size 128 --batch 8   # bf16, as training
 
 The training step is the stage's: generator forward/backward with the adversarial term,
@@ -16,26 +16,33 @@ import argparse
 from collections.abc import Callable
 
 import torch
-from _common import machine, median_seconds
+import yaml
+from _common import REPO, machine, median_seconds
 
+from willie.config import TokenizerConfig
 from willie.engine import autocast
 from willie.tokenizer.discriminator import Discriminator
 from willie.tokenizer.losses import hinge_d_loss, non_saturating_g_loss, r1_penalty
-from willie.tokenizer.model import TokenizerArch, VideoTokenizer
+from willie.tokenizer.model import VideoTokenizer
+from willie.tokenizer.train import architecture
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--channels", type=int, default=32)
-    parser.add_argument("--patch", type=int, default=2)
+    parser.add_argument("--channels", type=int, help="default: params.yaml's")
+    parser.add_argument("--patch", type=int, help="default: params.yaml's")
     parser.add_argument("--batch", type=int, default=2, help="training batch")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    tokenizer = VideoTokenizer(TokenizerArch(channels=args.channels, patch_size=args.patch))
-    disc = Discriminator(channels=32, patch_size=args.patch)
+    section = yaml.safe_load((REPO / "params.yaml").read_text())["tokenizer"]
+    overrides = {"channels": args.channels, "patch_size": args.patch}
+    cfg = TokenizerConfig(**section | {k: v for k, v in overrides.items() if v is not None})
+    arch = architecture(cfg)  # the preset's network
+    tokenizer = VideoTokenizer(arch)
+    disc = Discriminator(channels=cfg.disc_channels, patch_size=arch.patch_size)
     tokenizer, disc = tokenizer.to(device), disc.to(device)
     opt_g = torch.optim.AdamW(tokenizer.parameters(), lr=1e-4)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=1e-4)
@@ -85,7 +92,8 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) + ", bf16" if device.type == "cuda" else "fp32"
     print(f"machine: {machine()}; on {where}")
     print(
-        f"tokenizer: channels {args.channels}, patch {args.patch}, {params:.2f}M params; "
+        f"tokenizer (params.yaml): channels {arch.channels}, patch {arch.patch_size}, norm "
+        f"{arch.norm}, down-sampling {arch.space_down}/{arch.time_down}, {params:.2f}M params; "
         f"discriminator {sum(p.numel() for p in disc.parameters()) / 1e6:.2f}M; "
         f"clips 17×{args.size}×{args.size}"
     )

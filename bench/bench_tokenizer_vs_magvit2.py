@@ -506,10 +506,12 @@ def main() -> None:
         try:
             if args.repeats:
                 results |= step_times(args, ours, peer)
-            if args.steps:
-                results["unseen"] = [
-                    unseen(args, ours, peer, data, d, shots) for d in args.directions
-                ]
+            for direction in args.directions if args.steps else []:
+                results.setdefault("unseen", []).append(
+                    unseen(args, ours, peer, data, direction, shots)
+                )
+                if args.out:  # each direction as soon as it is done
+                    write_json(args.out, {"partial": True} | results)
         finally:
             peer.close()
     info = {"ours": ours.info(), "peer": peer.info}
