@@ -174,8 +174,7 @@ class Decoder(nn.Module):
     def __init__(self, arch: TokenizerArch) -> None:
         super().__init__()
         widths, groups = arch.widths, arch.norm_groups
-        norm = arch.norm
-        block = {"groups": groups, "dilations": arch.temporal_dilations, "norm": norm}
+        block = {"groups": groups, "dilations": arch.temporal_dilations, "norm": arch.norm}
         self.conv_in = CausalConv3d(len(arch.levels), widths[-1])
         layers: list[nn.Module] = [
             ResBlock(widths[-1], widths[-1], **block) for _ in range(arch.num_mid_blocks)
@@ -192,7 +191,7 @@ class Decoder(nn.Module):
                 layers.append(SpaceUpsample(width, prev_width))
             elif width != prev_width:
                 layers.append(CausalConv3d(width, prev_width, kernel_size=(1, 1, 1)))
-        layers += [make_norm(norm, widths[0], groups), nn.SiLU()]
+        layers += [make_norm(arch.norm, widths[0], groups), nn.SiLU()]
         self.layers = nn.Sequential(*layers)
         self.patch = arch.patch_size
         self.conv_out = CausalConv3d(widths[0], self.patch**2)

@@ -222,10 +222,21 @@ def train_tokenizer(
         return metrics
 
     eval_args = {"max_clips": cfg.eval_clips, "batch_size": cfg.batch_size}
+    evaluations: dict[int, tuple[Evaluation, Evaluation]] = {}
+
+    def measure(step: int) -> tuple[Evaluation, Evaluation]:
+        """(val, train) evaluations of the EMA model at `step`, each made once: the last
+        periodic evaluation is also the final one."""
+        if step not in evaluations:
+            evaluations.clear()
+            evaluations[step] = (
+                evaluate(ema.module, val_set, engine.device, **eval_args),
+                evaluate(ema.module, train_set, engine.device, **eval_args),
+            )
+        return evaluations[step]
 
     def validate(step: int) -> dict[str, float]:
-        values = evaluate(ema.module, val_set, engine.device, **eval_args).metrics
-        fit = evaluate(ema.module, train_set, engine.device, **eval_args).metrics
+        values, fit = (e.metrics for e in measure(step))
         return {f"val_{k}": values[k] for k in ("psnr", "ssim", "codebook_usage")} | {
             "train_psnr": fit["psnr"]
         }
@@ -234,9 +245,10 @@ def train_tokenizer(
     engine.run(train_step, evaluate=validate, eval_every=cfg.eval_every)
     train_seconds = time.perf_counter() - started
 
-    metrics, strip, _ = evaluate(ema.module, val_set, engine.device, **eval_args)
+    val_eval, train_eval = measure(engine.step)
+    metrics, strip = dict(val_eval.metrics), val_eval.strip
     # The same measures on clips it trained on: the gap to val is what it memorized.
-    fit = evaluate(ema.module, train_set, engine.device, **eval_args).metrics
+    fit = train_eval.metrics
     metrics |= {
         "train_psnr": fit["psnr"],
         "train_ssim": fit["ssim"],
