@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from tests.test_superres import write_clips
@@ -71,8 +72,12 @@ def test_sample_writes_decodable_upscaled_mp4s_with_continuations(gallery) -> No
             assert (frames[0].height, frames[0].width) == (32, 32)  # 16 → 32 by super-res
         assert (out / sample["files"]["gif"]).is_file()
     assert index["samples"][2]["prompt_frames"] == 5 and index["samples"][0]["prompt_frames"] == 0
-    assert index["samples"][0]["settings"]["seed"] == 0
-    assert index["samples"][3]["settings"]["seed"] == 3
+    # one batch per kind, one generator per batch: unconditional seed 0, continuations 1
+    assert [s["settings"]["seed"] for s in index["samples"]] == [0, 0, 1, 1]
+    assert [s["settings"]["batch_row"] for s in index["samples"]] == [0, 1, 0, 1]
+    for sample in index["samples"]:  # the tokens each sample decodes from: 5 × 2 × 2
+        assert np.load(out / sample["files"]["tokens"]).shape == (20,)
+    assert metrics["real_time_factor"] > 0
     assert (out / "contact_sheet.png").is_file() and (out / "index.html").is_file()
     assert metrics["samples"] == 4 and metrics["tokens_per_s"] > 0
 
@@ -133,6 +138,14 @@ def test_evaluate_scores_models_and_samples_and_writes_plots(project: Path, gall
     assert by_frame[0] == "frame,psnr" and len(by_frame) == 1 + 9
     change = (project / "metrics/plots/frame_change.csv").read_text().splitlines()
     assert change[0] == "frame,samples,real" and len(change) == 1 + 8
+    # realism: best SSIM against real frames, for samples and for held-out real footage
+    for key in ("realism", "realism_first", "realism_last", "realism_heldout_real"):
+        assert -1 <= metrics[key] <= 1, key
+    assert "realism_real_2s_apart" not in metrics  # 9-frame clips: no frames 2 s apart
+    assert metrics["copy_windows"] == 6 and 0 <= metrics["copy_share"] <= 1
+    assert metrics["baseline_val_bits_per_token"] > 0
+    realism = (project / "metrics/plots/realism_by_second.csv").read_text().splitlines()
+    assert realism[0] == "second,samples,heldout_real" and len(realism) == 1 + 1
 
 
 def test_missing_i3d_weights_file_is_a_clear_error(project: Path, tmp_path: Path) -> None:

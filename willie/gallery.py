@@ -6,6 +6,7 @@ so a failed run leaves the previous gallery intact and a reader never sees half 
     <name>.mp4            H.264 (yuv420p) at `fps`, prompt frames marked
     <name>.gif            the same frames as a looping GIF
     <name>_prompt.gif     the real footage passed as `Sample.prompt`, where given
+    <name>.tokens.npy     the token ids it was decoded from, where given (for `evaluate`)
     contact_sheet.png     one row per sample, `SHEET_COLUMNS` evenly spaced frames each
     index.html            opens from disk: relative links, no external CSS/JS/fonts
     samples.json          names, files, frame counts, sizes, prompt frames and settings
@@ -53,6 +54,7 @@ class Sample:
     prompt_frames: int  # how many leading frames are real footage (0: unconditional)
     settings: dict[str, Any]  # seed, temperature, top_k, top_p, tokens/s…: JSON values
     prompt: np.ndarray | None = None  # [P, H, W] uint8 real footage, shown beside the sample
+    tokens: np.ndarray | None = None  # [n] the token ids it decodes from (latent frames × h × w)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -101,6 +103,8 @@ class Sample:
         files = {"mp4": f"{self.name}.mp4", "gif": f"{self.name}.gif"}
         if self.prompt is not None:
             files["prompt_gif"] = f"{self.name}_prompt.gif"
+        if self.tokens is not None:
+            files["tokens"] = f"{self.name}.tokens.npy"
         return files
 
 
@@ -335,6 +339,8 @@ def write_gallery(
             write_gif(temp / files["gif"], frames, fps)
             if sample.prompt is not None:
                 write_gif(temp / files["prompt_gif"], sample.prompt, fps)
+            if sample.tokens is not None:
+                np.save(temp / files["tokens"], np.asarray(sample.tokens, dtype=np.int64))
             written += files.values()
         write_bytes(temp / "contact_sheet.png", _png(sheet))
         write_json(temp / "samples.json", manifest)

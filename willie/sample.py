@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,9 @@ class Generator:
         return 1 + (frames - 1) // self.time_factor
 
     @torch.inference_mode()
-    def encode_prompt(self, clip: torch.Tensor, frames: int) -> torch.Tensor:
-        """[1, T, H, W] real clip → the tokens of its first `frames` frames, [1, n] raster."""
-        codes = self.tokenizer.encode(clip[None, :, :frames])  # [1, t, h, w]
+    def encode_prompt(self, clips: torch.Tensor, frames: int) -> torch.Tensor:
+        """[B, 1, T, H, W] real clips → the tokens of their first `frames` frames, [B, n]."""
+        codes = self.tokenizer.encode(clips[:, :, :frames])  # [B, t, h, w]
         return rearrange(codes, "b t h w -> b (t h w)")
 
     @torch.inference_mode()
@@ -110,6 +110,54 @@ def _progress(total: int) -> tuple[Any, Callable[[int], None]]:
     return bar, lambda n: bar.advance(task, n)
 
 
+@dataclass
+class Group:
+    """Samples generated together in one batch: same prompt length, one KV cache."""
+
+    name: str
+    prompt: torch.Tensor  # [B, 1 + n] BOS, then the prompt's tokens
+    real: list[np.ndarray] = field(default_factory=list)  # per row: the real prompt frames
+    where: list[dict[str, Any]] = field(default_factory=list)  # per row: what was prompted
+
+    def __post_init__(self) -> None:
+        if not self.where:
+            self.where = [{"prompt": "none"}] * self.size
+
+    @property
+    def size(self) -> int:
+        return int(self.prompt.shape[0])
+
+
+def prompted_group(
+    models: Generator, cfg: SampleConfig, clips_dir: Path, device: torch.device
+) -> Group:
+    """Continuations of `num_clips` val clips spread over the split: their first
+    `prompt_frames` frames, encoded, as one batch of prompts."""
+    val_small = ClipDataset(clips_dir, "val", size=models.size)
+    if cfg.prompt_frames > val_small.clip_shape[0]:
+        raise WillieError(
+            f"sample.prompt_frames ({cfg.prompt_frames}) exceeds the clip length "
+            f"({val_small.clip_shape[0]} frames) of {clips_dir}: lower it"
+        )
+    val_full = ClipDataset(clips_dir, "val")
+    out_size = models.size if models.superres is None else val_full.clip_shape[1:]
+    picks = np.linspace(0, len(val_small) - 1, cfg.num_clips).round().astype(int).tolist()
+    clips = torch.stack([val_small[i] for i in picks]).to(device)  # [B, 1, T, h, w]
+    prompts = models.encode_prompt(clips, cfg.prompt_frames)  # [B, n]
+    bos = torch.full((len(picks), 1), models.transformer.arch.bos, device=device)
+    real = [
+        to_uint8(area_resize(val_full[i][0, : cfg.prompt_frames], tuple(out_size))) for i in picks
+    ]
+    where = [
+        {
+            "prompt": f"val clip {i}",
+            "prompt_start_s": round(float(val_full.shards.start_time_s[i]), 2),
+        }
+        for i in picks
+    ]
+    return Group("cont", torch.cat([bos, prompts], 1), real, where)
+
+
 def run_sample(
     cfg: SampleConfig,
     tokenizer_dir: str | Path = "stages/tokenizer",
@@ -129,42 +177,20 @@ def run_sample(
     h, w = models.latent_hw
     per_frame = h * w
     total_latent = models.latent_frames(cfg.frames)
-    jobs: list[tuple[str, int, torch.Tensor, np.ndarray | None, dict[str, Any]]] = []
-    for i in range(cfg.num_clips):
-        bos = torch.full((1, 1), models.transformer.arch.bos, device=device)
-        jobs.append((f"uncond_{i:03d}", cfg.seed + i, bos, None, {"prompt": "none"}))
+    bos = models.transformer.arch.bos
+    groups = [Group("uncond", torch.full((cfg.num_clips, 1), bos, device=device))]
     if cfg.prompt_frames:
-        val_small = ClipDataset(clips_dir, "val", size=models.size)
-        if cfg.prompt_frames > val_small.clip_shape[0]:
-            raise WillieError(
-                f"sample.prompt_frames ({cfg.prompt_frames}) exceeds the clip length "
-                f"({val_small.clip_shape[0]} frames) of {clips_dir}: lower it"
-            )
-        val_full = ClipDataset(clips_dir, "val")
-        picks = np.linspace(0, len(val_small) - 1, cfg.num_clips).round().astype(int)
-        for i, index in enumerate(picks):
-            clip = val_small[int(index)].to(device)  # [1, T, h, w]
-            prompt = models.encode_prompt(clip, cfg.prompt_frames)
-            bos = torch.full((1, 1), models.transformer.arch.bos, device=device)
-            out_size = models.size if models.superres is None else val_full.clip_shape[1:]
-            real = area_resize(val_full[int(index)][0, : cfg.prompt_frames], tuple(out_size))
-            where = {
-                "prompt": f"val clip {int(index)}",
-                "prompt_start_s": round(float(val_full.shards.start_time_s[int(index)]), 2),
-            }
-            jobs.append(
-                (f"cont_{i:03d}", cfg.seed + cfg.num_clips + i, torch.cat([bos, prompt], 1),
-                 to_uint8(real), where)
-            )  # fmt: skip
-    total_tokens = sum(total_latent * per_frame - (p.shape[1] - 1) for _, _, p, _, _ in jobs)
+        groups.append(prompted_group(models, cfg, Path(clips_dir), device))
+    total_tokens = sum(total_latent * per_frame * g.size - g.prompt[:, 1:].numel() for g in groups)
 
     samples: list[Sample] = []
     token_seconds = 0.0
     started = time.perf_counter()
     bar, advance = _progress(total_tokens)
     with bar:
-        for name, seed, prompt, real, where in jobs:
-            new = total_latent * per_frame - (prompt.shape[1] - 1)
+        for index, group in enumerate(groups):
+            seed = cfg.seed + index  # one generator per batch: its rows draw in turn
+            new = total_latent * per_frame - (group.prompt.shape[1] - 1)
             pick = sampler(
                 temperature=cfg.temperature,
                 top_k=cfg.top_k,
@@ -172,21 +198,33 @@ def run_sample(
                 generator=torch.Generator().manual_seed(seed),
             )
             t0 = time.perf_counter()
-            tokens = generate(models.transformer, prompt, new, pick, progress=lambda _: advance(1))
+            rows = group.size
+            tokens = generate(
+                models.transformer, group.prompt, new, pick, progress=lambda _, n=rows: advance(n)
+            )  # [B, 1 + total_latent · h · w]
             seconds = time.perf_counter() - t0
             token_seconds += seconds
-            frames = models.decode(tokens[0, 1:])
-            settings = {
-                "seed": seed,
-                "temperature": cfg.temperature,
-                "top_k": cfg.top_k,
-                "top_p": cfg.top_p,
-                **where,
-                "tokens": int(tokens.shape[1] - 1),
-                "tokens_per_s": round(new / seconds, 1),
-            }
-            prompt_frames = cfg.prompt_frames if real is not None else 0
-            samples.append(Sample(name, frames, prompt_frames, settings, real))
+            for row in range(group.size):
+                settings = {
+                    "seed": seed,
+                    "batch_row": row,
+                    "temperature": cfg.temperature,
+                    "top_k": cfg.top_k,
+                    "top_p": cfg.top_p,
+                    **group.where[row],
+                    "tokens": int(tokens.shape[1] - 1),
+                    "tokens_per_s": round(new * group.size / seconds, 1),
+                }
+                samples.append(
+                    Sample(
+                        f"{group.name}_{row:03d}",
+                        models.decode(tokens[row, 1:]),
+                        cfg.prompt_frames if group.real else 0,
+                        settings,
+                        group.real[row] if group.real else None,
+                        tokens=tokens[row, 1:].cpu().numpy(),
+                    )
+                )
     seconds = time.perf_counter() - started
     write_gallery(out_dir, samples, fps=cfg.fps)
     frames_total = sum(len(s.frames) for s in samples)
@@ -197,5 +235,7 @@ def run_sample(
         "width": samples[0].width,
         "tokens_per_s": round(total_tokens / token_seconds, 1),
         "frames_per_s": round(frames_total / seconds, 2),
+        # seconds of video made per second of wall time: generation + decoding + upscaling
+        "real_time_factor": round(frames_total / cfg.fps / seconds, 3),
         "seconds": round(seconds, 1),
     }

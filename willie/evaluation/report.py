@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import torch
 
 from willie.atomic import read_json, write_bytes
 from willie.config import EvaluateConfig
-from willie.data import ClipDataset
+from willie.data import ClipDataset, to_unit_range
 from willie.engine import resolve_device
 from willie.errors import WillieError
 from willie.evaluation.distribution import (
@@ -32,10 +33,19 @@ from willie.evaluation.distribution import (
     novelty,
     tokenizer_features,
 )
+from willie.evaluation.realism import (
+    FrameStats,
+    RealFrames,
+    copied_windows,
+    match_frames,
+    per_second,
+    real_frames,
+)
 from willie.superres.model import load_superres
 from willie.superres.train import evaluate as evaluate_superres
-from willie.tokenizer.model import load_tokenizer
+from willie.tokenizer.model import VideoTokenizer, load_tokenizer
 from willie.tokenizer.train import evaluate as evaluate_tokenizer
+from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import TokenStreams
 from willie.transformer.model import load_transformer
 from willie.transformer.train import bits_per_token
@@ -74,6 +84,100 @@ def sample_windows(samples_dir: Path, size: int, clip_frames: int) -> torch.Tens
         )
     clips = torch.from_numpy(np.stack(windows)).unsqueeze(1)  # [N, 1, T, H, W] uint8
     return clips.float().mul_(2 / 255).sub_(1)
+
+
+@dataclass(frozen=True)
+class GeneratedVideo:
+    """One sample's generated frames (prompt frames left out) as the user sees them (read back
+    from its MP4 at the tokenizer's size) and as its tokens decode (for the copy measure)."""
+
+    frames: torch.Tensor  # [T, H, W] in [-1, 1]
+    decoded: torch.Tensor | None  # [T, H, W] in [-1, 1], or None without saved tokens
+
+
+def generated_videos(
+    samples_dir: Path, size: int, tokenizer: VideoTokenizer, latent_hw: tuple[int, int]
+) -> list[GeneratedVideo]:
+    index = read_json(samples_dir / "samples.json")
+    videos = []
+    for sample in index["samples"]:
+        skip = sample["prompt_frames"]
+        mp4 = samples_dir / sample["files"]["mp4"]
+        seen = np.stack([f.pixels for f in iter_gray_frames(mp4, size=(size, size))])
+        decoded = None
+        if "tokens" in sample["files"]:
+            tokens = torch.from_numpy(np.load(samples_dir / sample["files"]["tokens"]))
+            with torch.inference_mode():
+                codes = tokens.view(1, -1, *latent_hw).to(tokenizer.last_layer.device)
+                decoded = tokenizer.decode(codes).clamp(-1, 1)[0, 0, skip:].float().cpu()
+        frames = to_unit_range(torch.from_numpy(seen[skip:]))
+        videos.append(GeneratedVideo(frames, decoded))
+    return videos
+
+
+def realism_metrics(
+    videos: list[GeneratedVideo],
+    corpus: dict[str, RealFrames],
+    *,
+    fps: float,
+    every: int,
+    copies: tuple[FrameStats, torch.Tensor, int] | None,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Realism of the samples and of real footage (the scale), drift, and the copy share.
+
+    copies: (the training streams decoded, their sequence ids, the window) or None.
+    Returns the metrics and the realism-per-second curve, averaged over samples.
+    """
+    reference = FrameStats.of(torch.cat([r.frames for r in corpus.values()]))
+    train, val = FrameStats.of(corpus["train"].frames), FrameStats.of(corpus["val"].frames)
+    with torch.inference_mode():
+        scores = [match_frames(FrameStats.of(v.frames[::every]), reference).best for v in videos]
+        held_out = match_frames(val, train).best
+        distant = match_frames(
+            train, train, exclude=corpus["train"].far_from(corpus["train"], round(2 * fps))
+        ).best
+    curves = [per_second(s, fps / every) for s in scores]
+    seconds = min(len(c) for c in curves)
+    curve = torch.stack([c[:seconds] for c in curves]).mean(0)
+    span = max(1, min(10, seconds // 2))  # the first and last 10 s (or halves of a short sample)
+    first, last = float(curve[:span].mean()), float(curve[-span:].mean())
+    metrics = {
+        "realism": float(torch.cat(scores).mean()),
+        "realism_first": first,
+        "realism_last": last,
+        "realism_drift": (last - first) / max(first, 1e-8),
+        "realism_heldout_real": float(held_out.mean()),
+    }
+    distant = distant[distant.isfinite()]  # frames with another ≥ 2 s away
+    if len(distant):
+        metrics["realism_real_2s_apart"] = float(distant.mean())
+    if copies is not None:
+        sequences, sequence_id, window = copies
+        counts = [
+            copied_windows(
+                FrameStats.of(v.decoded), sequences, sequence_id, window=window, stride=window - 1
+            )
+            for v in videos
+            if v.decoded is not None
+        ]
+        total = sum(n for _, n in counts)
+        metrics["copy_share"] = sum(r for r, _ in counts) / max(total, 1)
+        metrics["copy_windows"] = total
+    return metrics, curve.numpy()
+
+
+def decoded_streams(
+    tokenizer: VideoTokenizer, streams: TokenStreams, latent_hw: tuple[int, int]
+) -> tuple[FrameStats, torch.Tensor]:
+    """The training token streams decoded to frames, end to end: (frames, stream id per frame)."""
+    frames, ids = [], []
+    with torch.inference_mode():
+        for i, stream in enumerate(streams.streams):
+            codes = torch.from_numpy(stream[1:]).view(1, -1, *latent_hw)
+            video = tokenizer.decode(codes.to(tokenizer.last_layer.device)).clamp(-1, 1)[0, 0]
+            frames.append(video.float().cpu())
+            ids.append(torch.full((len(video),), i))
+    return FrameStats.of(torch.cat(frames)), torch.cat(ids)
 
 
 def csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
@@ -138,7 +242,21 @@ def run_evaluate(
         "sr_gain_db": sr["gain_db"],
     }
 
-    samples = sample_windows(samples_dir, size, val_small.clip_shape[0])
+    latent_hw = tuple(read_json(tokens_dir / "manifest.json")["latent_shape"][1:])
+    clip_frames = val_small.clip_shape[0]
+    corpus = {split: real_frames(clips_dir, split, size) for split in ("train", "val")}
+    videos = generated_videos(samples_dir, size, tokenizer, latent_hw)
+    train_streams = TokenStreams(tokens_dir, "train")
+    sequences, sequence_id = decoded_streams(tokenizer, train_streams, latent_hw)
+    fps = float(read_json(samples_dir / "samples.json")["fps"])
+    realism, realism_curve = realism_metrics(
+        videos, corpus, fps=fps, every=cfg.realism_every,
+        copies=(sequences, sequence_id, clip_frames),
+    )  # fmt: skip
+    metrics |= realism
+    metrics |= {k: v for k, v in copy_previous_baseline(train_streams, streams).items()}
+
+    samples = sample_windows(samples_dir, size, clip_frames)
     train_clips = stack_clips(train_small, cfg.max_clips)
     features = {
         name: tokenizer_features(tokenizer, clips, cfg.batch_size, device)
@@ -171,6 +289,16 @@ def run_evaluate(
     write_bytes(
         plots_dir / "recon_psnr_by_frame.csv",
         csv_bytes(["frame", "psnr"], [[t, round(float(v), 3)] for t, v in enumerate(by_frame)]),
+    )
+    write_bytes(
+        plots_dir / "realism_by_second.csv",
+        csv_bytes(
+            ["second", "samples", "heldout_real"],
+            [
+                [t, round(float(v), 4), round(metrics["realism_heldout_real"], 4)]
+                for t, v in enumerate(realism_curve)
+            ],
+        ),
     )
     write_bytes(
         plots_dir / "frame_change.csv",

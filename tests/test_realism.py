@@ -1,0 +1,77 @@
+"""Realism and copy measures: exact SSIM, a prefilter that finds the exhaustive best, replays."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from willie.evaluation.realism import (
+    FrameStats,
+    copied_windows,
+    match_frames,
+    pair_ssim,
+    per_second,
+)
+from willie.quality import ssim
+
+
+def smooth_frames(n: int, seed: int, size: int = 32) -> torch.Tensor:
+    """[n, size, size] in [-1, 1]: random blobs, as different from each other as drawings."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 1, 6, 6, generator=g)
+    return (F.interpolate(coarse, size=size, mode="bicubic")[:, 0] * 2 - 1).clamp(-1, 1)
+
+
+def test_pair_ssim_is_the_ssim_of_willie_quality():
+    a, b = smooth_frames(6, 0), smooth_frames(6, 1)
+    rows = torch.arange(6)
+    expected = ssim(a[:, None, None], b[:, None, None])  # [6, 1, 1, H, W]: one frame per clip
+    torch.testing.assert_close(pair_ssim(FrameStats.of(a), rows, FrameStats.of(b), rows), expected)
+
+
+def test_prefilter_finds_the_exhaustive_best_match():
+    reference = smooth_frames(60, 2)
+    g = torch.Generator().manual_seed(3)
+    sources = torch.randint(0, 60, (20,), generator=g)
+    queries = (reference[sources] + 0.15 * torch.randn(20, 32, 32, generator=g)).clamp(-1, 1)
+    ref, q = FrameStats.of(reference), FrameStats.of(queries)
+    matches = match_frames(q, ref, candidates=8)
+    exhaustive = torch.stack(
+        [pair_ssim(q, torch.full((60,), i), ref, torch.arange(60)).max() for i in range(20)]
+    )
+    assert torch.equal(matches.index[:, 0], sources)
+    torch.testing.assert_close(matches.best, exhaustive)
+    assert bool((matches.score[:, :-1] >= matches.score[:, 1:]).all())  # best first
+
+
+def test_excluded_pairs_never_match():
+    frames = FrameStats.of(smooth_frames(10, 4))
+    itself = torch.eye(10, dtype=torch.bool)
+    matches = match_frames(frames, frames, candidates=3, exclude=itself)
+    assert not bool((matches.index[:, 0] == torch.arange(10)).any())
+    assert float(match_frames(frames, frames, candidates=3).best.min()) > 0.999
+
+
+def test_per_second_averages_each_second():
+    scores = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.5])
+    torch.testing.assert_close(per_second(scores, fps=2), torch.tensor([1.0, 0.0, 0.5]))
+
+
+def test_a_replayed_sequence_counts_and_a_shuffled_one_does_not():
+    train = smooth_frames(40, 5)  # two continuous sequences of 20 frames
+    sequence_id = torch.arange(40) // 20
+    reference = FrameStats.of(train)
+    window = 5
+
+    def share(generated: torch.Tensor) -> tuple[int, int]:
+        frames = FrameStats.of(generated)
+        return copied_windows(frames, reference, sequence_id, window=window, stride=window - 1)
+
+    replay = train[3:12]  # 9 frames: windows at 0 and 4, both replays
+    assert share(replay) == (2, 2)
+    shuffled = train[torch.tensor([3, 4, 30, 6, 7, 8, 1, 10, 11])]
+    assert share(shuffled) == (0, 2)
+    across = train[17:22]  # the end of one sequence, then the start of the other
+    assert share(across) == (0, 1)
+    faint = (replay + 0.6 * smooth_frames(9, 6)).clamp(-1, 1)  # the same motion, other pictures
+    assert share(faint) == (0, 2)
