@@ -21,10 +21,11 @@ from willie.transformer.attention import (
     available_backends,
     resolve_backend,
 )
-from willie.transformer.data import TokenStreams, TokenWindows, chain_clips
+from willie.transformer.baseline import copy_previous_baseline
+from willie.transformer.data import ScoringWindows, TokenStreams, TokenWindows, chain_clips
 from willie.transformer.generate import generate, generate_uncached, sampler
 from willie.transformer.model import IGNORE, TokenTransformer, TransformerArch, load_transformer
-from willie.transformer.train import train_transformer
+from willie.transformer.train import corrupt, train_transformer
 
 LEVELS = (4, 3, 2)  # 24 codes: small enough to enumerate
 
@@ -123,10 +124,14 @@ def tiny_arch(**overrides) -> TransformerArch:
     return TransformerArch(**{**values, **overrides})
 
 
+@pytest.mark.parametrize("frame_tokens", [0, 4])
 @pytest.mark.parametrize("head", ["joint", "factorized"])
-def test_kv_cached_generation_equals_recomputation_beyond_the_window(head):
+def test_kv_cached_generation_equals_recomputation_beyond_the_window(head, frame_tokens):
     torch.manual_seed(1)
-    model = TokenTransformer(tiny_arch(head=head)).eval()
+    model = TokenTransformer(tiny_arch(head=head, frame_tokens=frame_tokens)).eval()
+    if frame_tokens:  # nonzero transitions, so that a wrong `before` changes the samples
+        for table in getattr(model.head, "transitions", None) or []:
+            torch.nn.init.normal_(table, std=3.0)
     prompt = torch.tensor([[24, 3, 7, 1], [24, 0, 0, 5]])
     cached = generate(model, prompt, 30)  # 34 tokens ≫ window 6, > 2× context
     assert torch.equal(cached, generate_uncached(model, prompt, 30))
@@ -152,6 +157,29 @@ def test_factorized_loss_is_the_sum_of_per_dimension_cross_entropies():
             hd = hd + model.head.conds[d](digits[..., d])
     torch.testing.assert_close(per_dim, torch.stack(expected))
     torch.testing.assert_close(model(ids, targets), torch.stack(expected).sum())
+
+
+def test_frame_before_points_one_latent_frame_behind_each_target():
+    model = TokenTransformer(tiny_arch(frame_tokens=3))
+    ids = torch.tensor([[24, 10, 11, 12, 13, 14, 15]])  # BOS, then frames of 3 tokens
+    before = model.frame_before(ids)
+    # input i predicts ids[i + 1]; the token 3 places before it is ids[i + 1 - 3]
+    assert before.tolist() == [[24, 24, 24, 10, 11, 12, 13]]
+
+
+def test_transitions_shift_the_digit_that_the_frame_before_held():
+    torch.manual_seed(4)
+    model = TokenTransformer(tiny_arch(head="factorized", frame_tokens=3))
+    head = model.head
+    assert head.transitions is not None
+    with torch.no_grad():
+        head.transitions[0][1, 2] = 50.0  # digit 1 one frame before -> digit 2 now
+    h = torch.zeros(1, 32)
+    code = int(head.digits.join(torch.tensor([1, 0, 0])))
+    picked = head.sample(h, lambda logits: logits.argmax(-1), torch.tensor([code]))
+    assert int(head.digits.split(picked)[0, 0]) == 2
+    unknown = head.sample(h, lambda logits: logits.argmax(-1), torch.tensor([24]))  # BOS
+    assert int(head.digits.split(unknown)[0, 0]) == 0  # no bias where nothing came before
 
 
 def test_factorized_head_is_a_normalized_distribution_over_codes():
@@ -213,6 +241,46 @@ def patterned_clips(n: int, seed: int) -> np.ndarray:
     return np.broadcast_to(rng.integers(0, 24, size=(n, 1, 1, 1)), (n, 3, 2, 2)).copy()
 
 
+def test_scoring_windows_score_every_target_once_with_history(tmp_path):
+    rng = np.random.default_rng(5)
+    clips = rng.integers(0, 24, size=(6, 3, 2, 2))  # one chain: 1 + 12 + 5 · 8 = 53 tokens
+    streams = TokenStreams(write_tokens(tmp_path / "tokens", {"val": clips}), "val")
+    windows = ScoringWindows(streams, 16)
+    scored = []
+    for item in range(len(windows)):
+        targets = windows[item][1]
+        start = windows.windows.index[item][1]
+        positions = (targets != IGNORE).nonzero().flatten()
+        if item:  # later windows score only their second part: ≥ 8 tokens of history
+            assert int(positions.min()) >= 8
+        scored += (start + 1 + positions).tolist()  # stream index of each scored target
+    assert sorted(scored) == list(range(1, 53))
+
+
+def test_copy_previous_baseline_is_fitted_on_train_and_scored_on_val(tmp_path):
+    still = np.full((4, 3, 2, 2), 5)  # every token repeats the frame before
+    rng = np.random.default_rng(6)
+    noise = rng.integers(0, 24, size=(4, 3, 2, 2))
+    directory = write_tokens(tmp_path / "tokens", {"train": still, "val": noise})
+    train, val = TokenStreams(directory, "train"), TokenStreams(directory, "val")
+    result = copy_previous_baseline(train, val)
+    assert result["baseline_repeat_probability"] > 0.99
+    # train: only the first latent frame (4 of 36 tokens) costs log2(24) bits
+    assert result["baseline_train_bits_per_token"] == pytest.approx(4 / 36 * math.log2(24), 1e-3)
+    assert result["baseline_val_bits_per_token"] > result["uniform_bits_per_token"]
+    assert result["uniform_bits_per_token"] == pytest.approx(math.log2(24))
+
+
+def test_corrupt_replaces_about_the_share_asked_and_never_bos():
+    torch.manual_seed(0)
+    ids = torch.randint(0, 24, (8, 1000))
+    ids[:, 0] = 24  # BOS
+    noisy = corrupt(ids, 0.2, 24)
+    changed = (noisy != ids).float().mean()
+    assert 0.17 < float(changed) < 0.2  # 1/24 of the draws land on the same code
+    assert bool((noisy[:, 0] == 24).all()) and int(noisy[:, 1:].max()) < 24
+
+
 def test_token_streams_chain_clips_and_drop_the_shared_latent_frame(tmp_path):
     clips = patterned_clips(4, 0)  # starts 0, 8, 16, 24 with 9-frame clips (t = 3)
     streams = TokenStreams(write_tokens(tmp_path / "tokens", {"train": clips}), "train")
@@ -253,8 +321,8 @@ def stage_config(**overrides) -> TransformerConfig:
     values = dict(
         context=12, window=6, layers=2, heads=2, width=32, batch_size=8, max_steps=100,
         lr=1e-2, warmup_steps=5, eval_every=50, log_every=10, checkpoint_every=50,
-        eval_windows=16, device="cpu",
-    )  # fmt: skip
+        eval_windows=16, device="cpu", select="val_bits",
+    )  # fmt: skip  (realism selection needs a tokenizer: tests/test_pipeline.py runs it)
     return TransformerConfig(**{**values, **overrides})
 
 
@@ -312,5 +380,5 @@ def test_early_stopping_keeps_the_weights_of_the_best_evaluation():
     for step, bits in [(10, 5.0), (20, 3.0), (30, 4.0)]:
         torch.nn.init.constant_(model.weight, step)
         best.offer(bits, step, model)
-    assert best.step == 20 and best.bits == 3.0
+    assert best.step == 20 and best.cost == 3.0
     assert (best.weights["weight"] == 20).all()

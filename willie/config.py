@@ -179,6 +179,12 @@ class TokenizerConfig(TrainingSection):
     shift: int = Field(
         8, ge=0, description="translate training clips by up to this many pixels (reflected)"
     )
+    token_copies: int = Field(
+        0,
+        ge=0,
+        description="`tokenize`: extra tokenizations of the train split for the transformer, "
+        "each the whole footage mirrored and/or shifted (≤ shift px)",
+    )
     disc_start: int = Field(
         500, ge=0, description="step at which the discriminator starts training"
     )
@@ -247,7 +253,22 @@ class TransformerConfig(TrainingSection):
         "alibi", description="learned absolute positions exist only as a baseline for benches"
     )
     dropout: float = Field(0.0, ge=0, lt=1)
+    previous_frame: bool = Field(
+        False, description="feed each prediction the token at its place one latent frame before"
+    )
+    input_noise: float = Field(
+        0.0, ge=0, lt=1, description="share of input tokens replaced by random codes in training"
+    )
     eval_windows: int = Field(64, ge=1, description="val windows for bits/token")
+    select: Literal["realism", "val_bits"] = Field(
+        "realism",
+        description="publish the evaluated step whose samples score best on realism, or the "
+        "one with the lowest val bits/token",
+    )
+    select_samples: int = Field(
+        4, ge=1, description="realism probe: unconditional samples, and as many continuations"
+    )
+    select_frames: int = Field(49, ge=5, description="realism probe: frames per sample, 1 + 4k")
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> TransformerConfig:
@@ -263,6 +284,10 @@ class TransformerConfig(TrainingSection):
             )
         if (self.width // self.heads) % 2:
             raise ValueError(f"transformer.width / heads = {self.width // self.heads} must be even")
+        if (self.select_frames - 1) % 4:
+            raise ValueError(
+                f"transformer.select_frames must be 1 + 4k (5, 9, …, 49), got {self.select_frames}"
+            )
         return self
 
 
@@ -335,6 +360,9 @@ class EvaluateConfig(Section):
         None, description="an I3D weights file you supply, for FVD; none is downloaded"
     )
     max_clips: int = Field(256, ge=2, description="clips per set for the distribution metrics")
+    realism_every: int = Field(
+        2, ge=1, description="score every n-th generated frame's realism (1: all)"
+    )
     batch_size: int = Field(8, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

@@ -89,6 +89,10 @@ class TokenStreams:
         tokens = np.load(directory / "tokens.npy", mmap_mode="r")  # [N, t, h, w]
         scene = np.load(directory / "scene.npy")
         start = np.load(directory / "start_frame.npy")
+        if (directory / "variant.npy").is_file():  # copies chain within themselves only
+            variant = np.load(directory / "variant.npy")
+            pairs = np.stack([variant, scene], axis=1)
+            scene = np.unique(pairs, axis=0, return_inverse=True)[1].reshape(-1)
         if len(tokens) and int(tokens.max()) >= self.manifest.codebook_size:
             raise WillieError(
                 f"{directory}/tokens.npy holds code {int(tokens.max())} ≥ codebook_size "
@@ -135,4 +139,30 @@ class TokenWindows(Dataset[torch.Tensor]):
         targets = torch.full((self.length,), IGNORE, dtype=torch.long)
         ids[: len(piece) - 1] = piece[:-1]
         targets[: len(piece) - 1] = piece[1:]
+        return torch.stack([ids, targets])
+
+
+class ScoringWindows(Dataset[torch.Tensor]):
+    """Windows of `length` over the streams in which every target is scored exactly once, with
+    history, for evaluation: a window starts every `length // 2` tokens and scores only the
+    targets the window before it did not (the others are IGNORE), so each token past a stream's
+    first half-window is predicted from ≥ length/2 tokens of its past, as in generation, where
+    the rolling cache holds it. Item = [2, length] (ids, targets)."""
+
+    def __init__(self, streams: TokenStreams, length: int) -> None:
+        self.windows = TokenWindows(streams, length, max(1, length // 2))
+        self.scored_from: list[int] = []
+        previous: tuple[int, int] | None = None
+        for stream, start in self.windows.index:
+            same = previous is not None and previous[0] == stream
+            end = previous[1] + length if same and previous is not None else start
+            self.scored_from.append(max(0, end - start))
+            previous = (stream, start)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, item: int) -> torch.Tensor:
+        ids, targets = self.windows[item]
+        targets[: self.scored_from[item]] = IGNORE
         return torch.stack([ids, targets])

@@ -68,12 +68,22 @@ def generate(
     caches = model.new_caches()
     h = model.hidden(prompt, 0, caches)[:, -1]  # prefill: [B, C]
     for i in range(new_tokens):
-        tokens[:, P + i] = model.head.sample(h, pick)  # [B]
+        before = _frame_before(model, tokens, P + i)  # [B, 1]: the place one frame before
+        tokens[:, P + i] = model.head.sample(h, pick, before[:, 0])  # [B]
         if progress is not None:
             progress(i + 1)
         if i + 1 < new_tokens:
-            h = model.hidden(tokens[:, P + i : P + i + 1], P + i, caches)[:, -1]
+            nxt = tokens[:, P + i : P + i + 1]
+            h = model.hidden(nxt, P + i, caches, _frame_before(model, tokens, P + i + 1))[:, -1]
     return tokens
+
+
+def _frame_before(model: TokenTransformer, tokens: Tensor, target: int) -> Tensor:
+    """[B, 1]: the token one latent frame before position `target` of the sequence (BOS = 0)."""
+    n = model.arch.frame_tokens
+    if n and target - n >= 1:
+        return tokens[:, target - n : target - n + 1]
+    return torch.full_like(tokens[:, :1], model.arch.bos)
 
 
 @torch.inference_mode()
@@ -84,5 +94,6 @@ def generate_uncached(
     tokens = prompt
     for _ in range(new_tokens):
         h = model.hidden(tokens)[:, -1]
-        tokens = torch.cat([tokens, model.head.sample(h, pick)[:, None]], dim=1)
+        before = _frame_before(model, tokens, tokens.shape[1])[:, 0]
+        tokens = torch.cat([tokens, model.head.sample(h, pick, before)[:, None]], dim=1)
     return tokens

@@ -52,6 +52,10 @@ class TransformerArch(ArtifactArch):
     head: Literal["joint", "factorized"] = "factorized"
     positions: Literal["alibi", "learned"] = "alibi"
     dropout: float = 0.0
+    # Tokens per latent frame (h·w); > 0 feeds every prediction the token at its own place one
+    # latent frame before (an input embedding, and a learned digit-transition bias in the
+    # factorized head): what a scene's still background makes likely, in any scene.
+    frame_tokens: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
@@ -64,6 +68,8 @@ class TransformerArch(ArtifactArch):
             raise WillieError(
                 f"transformer.window ({self.window}) must be in 1..context ({self.context})"
             )
+        if self.frame_tokens < 0:
+            raise WillieError(f"frame_tokens must be ≥ 0, got {self.frame_tokens}")
         if not self.levels or min(self.levels) < 2:
             raise WillieError(f"FSQ levels must be integers ≥ 2, got {self.levels}")
 
@@ -204,12 +210,12 @@ class JointHead(nn.Module):
         super().__init__()
         self.out = nn.Linear(width, math.prod(levels), bias=False)
 
-    def loss(self, h: Tensor, targets: Tensor) -> Tensor:
-        """h [B, L, C], targets [B, L] -> mean nats per valid target."""
+    def loss(self, h: Tensor, targets: Tensor, before: Tensor | None = None) -> Tensor:
+        """h [B, L, C], targets [B, L] -> mean nats per valid target (`before`: unused)."""
         logits = self.out(h).float()
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
 
-    def sample(self, h: Tensor, pick: Any) -> Tensor:
+    def sample(self, h: Tensor, pick: Any, before: Tensor | None = None) -> Tensor:
         """h [B, C] -> codes [B], `pick(logits [B, V]) -> [B]` choosing among the logits."""
         return pick(self.out(h).float())
 
@@ -219,35 +225,51 @@ class FactorizedHead(nn.Module):
 
     Dimension d reads h + Σ_{e<d} cond_e[digit_e]: teacher-forced with the true digits in
     training, the sampled ones in generation. Cost: Σ levels outputs instead of Π levels.
+
+    With `transitions`, dimension d's logits also get T_d[u, v] for digit v when the target's
+    place held digit u one latent frame before (`before`, BOS where unknown): [levels_d]² shared
+    weights that learn how a digit moves from frame to frame, whatever the scene.
     """
 
-    def __init__(self, levels: Sequence[int], width: int) -> None:
+    def __init__(self, levels: Sequence[int], width: int, transitions: bool = False) -> None:
         super().__init__()
         self.levels = tuple(levels)
+        self.bos = math.prod(levels)
         self.digits = Digits(levels)
         self.outs = nn.ModuleList(nn.Linear(width, n, bias=False) for n in levels)
         self.conds = nn.ModuleList(nn.Embedding(n, width) for n in levels[:-1])
+        tables = (nn.Parameter(torch.zeros(n, n)) for n in levels)
+        self.transitions = nn.ParameterList(tables) if transitions else None
 
-    def dimension_losses(self, h: Tensor, targets: Tensor) -> Tensor:
+    def _logits(self, d: int, h: Tensor, before: Tensor | None) -> Tensor:
+        """Dimension d's logits [..., levels_d] from h [..., C] and the codes before [...]."""
+        logits = self.outs[d](h).float()
+        if self.transitions is not None and before is not None:
+            known = (before != self.bos)[..., None]
+            digit = self.digits.split(before.clamp(max=self.bos - 1))[..., d]
+            logits = logits + torch.where(known, self.transitions[d][digit], 0.0)
+        return logits
+
+    def dimension_losses(self, h: Tensor, targets: Tensor, before: Tensor | None = None) -> Tensor:
         """h [B, L, C], targets [B, L] -> [D] mean nats per valid target, one per dimension."""
         valid = targets != IGNORE
         digits = self.digits.split(targets.clamp(min=0))  # [B, L, D]
         losses = []
-        for d, out in enumerate(self.outs):
-            logits = out(h).float()  # [B, L, levels[d]]
+        for d in range(len(self.outs)):
+            logits = self._logits(d, h, before)  # [B, L, levels[d]]
             nats = F.cross_entropy(logits.flatten(0, 1), digits[..., d].flatten(), reduction="none")
             losses.append((nats * valid.flatten()).sum() / valid.sum().clamp(min=1))
             if d < len(self.conds):
                 h = h + self.conds[d](digits[..., d])
         return torch.stack(losses)
 
-    def loss(self, h: Tensor, targets: Tensor) -> Tensor:
-        return self.dimension_losses(h, targets).sum()
+    def loss(self, h: Tensor, targets: Tensor, before: Tensor | None = None) -> Tensor:
+        return self.dimension_losses(h, targets, before).sum()
 
-    def sample(self, h: Tensor, pick: Any) -> Tensor:
+    def sample(self, h: Tensor, pick: Any, before: Tensor | None = None) -> Tensor:
         digits = []
-        for d, out in enumerate(self.outs):
-            digit = pick(out(h).float())  # [B]
+        for d in range(len(self.outs)):
+            digit = pick(self._logits(d, h, before))  # [B]
             digits.append(digit)
             if d < len(self.conds):
                 h = h + self.conds[d](digit)
@@ -261,13 +283,18 @@ class TokenTransformer(nn.Module):
         super().__init__()
         self.arch = arch
         self.embed = TokenEmbedding(arch.levels, arch.width)
+        self.embed_before = TokenEmbedding(arch.levels, arch.width) if arch.frame_tokens else None
         self.positions = (
             nn.Embedding(2 * arch.context, arch.width) if arch.positions == "learned" else None
         )
         self.blocks = nn.ModuleList(Block(arch) for _ in range(arch.layers))
         self.norm = nn.RMSNorm(arch.width)
-        head_type = FactorizedHead if arch.head == "factorized" else JointHead
-        self.head = head_type(arch.levels, arch.width)
+        if arch.head == "factorized":
+            self.head: FactorizedHead | JointHead = FactorizedHead(
+                arch.levels, arch.width, transitions=arch.frame_tokens > 0
+            )
+        else:
+            self.head = JointHead(arch.levels, arch.width)
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: scale the residual projections
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
@@ -285,10 +312,32 @@ class TokenTransformer(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def hidden(self, ids: Tensor, start: int = 0, caches: list[KVCache] | None = None) -> Tensor:
-        """ids [B, L] at positions start.. -> final hidden states [B, L, C]."""
+    def frame_before(self, ids: Tensor) -> Tensor:
+        """ids [B, L] (a sequence from BOS, or a training window) -> [B, L]: for each input,
+        the token one latent frame before its target, the one the input predicts (BOS where
+        that lies before the first id)."""
+        before = torch.full_like(ids, self.arch.bos)
+        n = self.arch.frame_tokens
+        if 0 < n <= ids.shape[1]:
+            before[:, n - 1 :] = ids[:, : ids.shape[1] - n + 1]
+        return before
+
+    def hidden(
+        self,
+        ids: Tensor,
+        start: int = 0,
+        caches: list[KVCache] | None = None,
+        before: Tensor | None = None,
+    ) -> Tensor:
+        """ids [B, L] at positions start.. -> final hidden states [B, L, C].
+
+        before [B, L]: `frame_before` of the ids; computed from them when None, which is
+        right where they start the sequence or a training window (not for one decoded token).
+        """
         pos = torch.arange(start, start + ids.shape[1], device=ids.device)
         x = self.embed(ids)
+        if self.embed_before is not None:
+            x = x + self.embed_before(self.frame_before(ids) if before is None else before)
         if self.positions is not None:
             if pos[-1] >= self.positions.num_embeddings:
                 raise WillieError(
@@ -302,7 +351,8 @@ class TokenTransformer(nn.Module):
 
     def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
         """ids, targets [B, L] (targets = ids shifted left, IGNORE where none) -> mean nats."""
-        return self.head.loss(self.hidden(ids), targets)
+        before = self.frame_before(ids)
+        return self.head.loss(self.hidden(ids, before=before), targets, before)
 
     def new_caches(self) -> list[KVCache]:
         return [KVCache(self.arch.window) for _ in self.blocks]

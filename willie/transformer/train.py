@@ -25,15 +25,17 @@ from willie.checksums import file_checksums
 from willie.config import TransformerConfig
 from willie.engine import Engine, TrainSettings, autocast
 from willie.transformer.attention import resolve_backend
-from willie.transformer.data import TokenManifest, TokenStreams, TokenWindows
+from willie.transformer.baseline import copy_previous_baseline
+from willie.transformer.data import ScoringWindows, TokenManifest, TokenStreams, TokenWindows
 from willie.transformer.model import IGNORE, TokenTransformer, TransformerArch
+from willie.transformer.selection import RealismProbe
 
 Log = Callable[[dict[str, float], int], None]
 
 
-def architecture(cfg: TransformerConfig, levels: tuple[int, ...]) -> TransformerArch:
+def architecture(cfg: TransformerConfig, manifest: TokenManifest) -> TransformerArch:
     return TransformerArch(
-        levels=levels,
+        levels=manifest.levels,
         layers=cfg.layers,
         heads=cfg.heads,
         width=cfg.width,
@@ -43,6 +45,7 @@ def architecture(cfg: TransformerConfig, levels: tuple[int, ...]) -> Transformer
         head=cfg.head,
         positions=cfg.positions,
         dropout=cfg.dropout,
+        frame_tokens=manifest.tokens_per_frame if cfg.previous_frame else 0,
     )
 
 
@@ -56,9 +59,10 @@ def bits_per_token(
     batch_size: int,
     device: torch.device,
 ) -> tuple[float, int]:
-    """Mean bits per predicted token over non-overlapping windows of `length` (and the count)."""
+    """Mean bits per predicted token (and the count), each scored once with ≥ length/2 tokens
+    of its past where the stream has them (`ScoringWindows`)."""
     model.eval()
-    windows = TokenWindows(streams, length)
+    windows = ScoringWindows(streams, length)
     picks = torch.linspace(0, len(windows) - 1, min(max_windows, len(windows))).round().long()
     nats, count = 0.0, 0
     for start in range(0, len(picks), batch_size):
@@ -72,41 +76,50 @@ def bits_per_token(
     return nats / max(count, 1) / math.log(2), count
 
 
+def corrupt(ids: torch.Tensor, share: float, codebook_size: int) -> torch.Tensor:
+    """ids [B, L] with `share` of the codes (never BOS) replaced by uniformly random ones: the
+    model learns to predict from a history with errors in it, as its own samples will be."""
+    noisy = (torch.rand(ids.shape, device=ids.device) < share) & (ids < codebook_size)
+    return torch.where(noisy, torch.randint_like(ids, codebook_size), ids)
+
+
 class BestWeights:
-    """The EMA weights of the best val evaluation so far (early stopping): the model a small
-    data set overfits is published as it was before it did. Checkpointed with the run."""
+    """The EMA weights of the best evaluation so far by the selection criterion (a cost: lower
+    is better): the model a small data set overfits is published as it was at its best.
+    Checkpointed with the run."""
 
     def __init__(self) -> None:
-        self.bits = math.inf
+        self.cost = math.inf
         self.step = -1
         self.weights: dict[str, torch.Tensor] = {}
 
-    def offer(self, bits: float, step: int, module: torch.nn.Module) -> None:
-        if bits < self.bits:
-            self.bits, self.step = bits, step
+    def offer(self, cost: float, step: int, module: torch.nn.Module) -> None:
+        if cost < self.cost:
+            self.cost, self.step = cost, step
             self.weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bits": self.bits, "step": self.step, "weights": self.weights}
+        return {"cost": self.cost, "step": self.step, "weights": self.weights}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.bits, self.step, self.weights = state["bits"], state["step"], state["weights"]
+        self.cost, self.step, self.weights = state["cost"], state["step"], state["weights"]
 
 
 class Curves:
-    """Train and val loss per logged step; checkpointed with the run, so a resume keeps them."""
+    """Train and val loss (and val realism) per logged step; checkpointed with the run, so a
+    resume keeps them."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, list[list[float]]] = {"train": [], "val": []}
+        self.rows: dict[str, list[list[float]]] = {"train": [], "val": [], "realism": []}
 
-    def add(self, split: str, step: int, bits: float) -> None:
-        self.rows[split].append([float(step), bits])
+    def add(self, curve: str, step: int, value: float) -> None:
+        self.rows.setdefault(curve, []).append([float(step), value])
 
-    def csv(self, split: str) -> bytes:
+    def csv(self, curve: str, column: str = "bits_per_token") -> bytes:
         text = io.StringIO()
         writer = csv.writer(text)
-        writer.writerow(["step", "bits_per_token"])
-        writer.writerows([int(step), round(bits, 5)] for step, bits in self.rows[split])
+        writer.writerow(["step", column])
+        writer.writerows([int(step), round(value, 5)] for step, value in self.rows[curve])
         return text.getvalue().encode()
 
     def state_dict(self) -> dict[str, Any]:
@@ -136,14 +149,19 @@ def train_transformer(
     out_dir: str | Path = "stages/transformer",
     plots_dir: str | Path = "metrics/plots",
     *,
+    tokenizer_dir: str | Path = "stages/tokenizer",
+    clips_dir: str | Path = "data/clips",
     log: Log | None = None,
 ) -> dict[str, Any]:
-    """Train, then publish the EMA model (+ config and card) into `out_dir`."""
+    """Train, then publish the EMA model (+ config and card) into `out_dir`.
+
+    With `select: realism` the tokenizer (`tokenizer_dir`) and the clips (`clips_dir`) score
+    samples at each evaluation (willie.transformer.selection)."""
     tokens_dir, out_dir, plots_dir = Path(tokens_dir), Path(out_dir), Path(plots_dir)
     manifest = TokenManifest.read(tokens_dir)
     train_streams = TokenStreams(tokens_dir, "train")
     val_streams = TokenStreams(tokens_dir, "val")
-    arch = architecture(cfg, manifest.levels)
+    arch = architecture(cfg, manifest)
     fingerprinted = cfg.identity()
     tokens_sha = file_checksums(tokens_dir / "manifest.json").sha256
     curves = Curves()
@@ -152,6 +170,8 @@ def train_transformer(
         curves.add("train", step, values["loss_bits"])
         if "val_bits_per_token" in values:
             curves.add("val", step, values["val_bits_per_token"])
+        if "val_realism" in values:
+            curves.add("realism", step, values["val_realism"])
         if log is not None:
             log(values, step)
 
@@ -168,6 +188,16 @@ def train_transformer(
     engine.optimizer("transformer", net)
     ema = engine.ema("transformer_ema", net)
     best = BestWeights()
+    probe = None
+    if cfg.select == "realism":
+        probe = RealismProbe(
+            Path(tokenizer_dir),
+            Path(clips_dir),
+            manifest,
+            samples=cfg.select_samples,
+            frames=cfg.select_frames,
+            device=engine.device,
+        )
     engine.track("curves", curves)
     engine.track("best", best)
     engine.resume()
@@ -178,6 +208,8 @@ def train_transformer(
         total = 0.0
         for _ in engine.micro_steps(net):
             ids, targets = next(batches).unbind(1)
+            if cfg.input_noise:
+                ids = corrupt(ids, cfg.input_noise, arch.codebook_size)
             with engine.autocast():
                 loss = net(ids, targets)
             engine.backward(loss)
@@ -188,7 +220,8 @@ def train_transformer(
     evaluations: dict[int, dict[str, float]] = {}  # this process's val results, by step
 
     def evaluate(step: int) -> dict[str, float]:
-        """Val bits/token of the EMA weights at 1× and 2× the context; remembers the best."""
+        """Val bits/token of the EMA weights at 1× and 2× the context, and the realism of its
+        samples; remembers the best by `cfg.select`."""
         common = {"max_windows": cfg.eval_windows, "batch_size": cfg.batch_size}
         bits_1x, count_1x = bits_per_token(
             ema.module, val_streams, cfg.context, device=engine.device, **common
@@ -196,7 +229,6 @@ def train_transformer(
         bits_2x, count_2x = bits_per_token(
             ema.module, val_streams, 2 * cfg.context, device=engine.device, **common
         )
-        best.offer(bits_1x, step, ema.module)
         evaluations[step] = {
             "val_bits_per_token": bits_1x,
             "val_bits_per_token_2x": bits_2x,
@@ -204,6 +236,11 @@ def train_transformer(
             "val_tokens": count_1x,
             "val_tokens_2x": count_2x,
         }
+        if probe is not None:
+            evaluations[step]["val_realism"] = probe.score(ema.module)
+            best.offer(-evaluations[step]["val_realism"], step, ema.module)
+        else:
+            best.offer(bits_1x, step, ema.module)
         return evaluations[step]
 
     started = time.perf_counter()
@@ -222,6 +259,7 @@ def train_transformer(
         # Measured again only when the best step was evaluated before a resume.
         **(evaluations.get(best.step) or evaluate(best.step)),
         "best_step": best.step,
+        **copy_previous_baseline(train_streams, val_streams),
         "train_bits_per_token": curves.rows["train"][-1][1] if curves.rows["train"] else math.nan,
         "params": model.num_params(),
         "train_tokens": train_streams.num_tokens,
@@ -238,4 +276,7 @@ def train_transformer(
         save_artifact(out_dir, ema.module, config, model_card(cfg, arch, metrics, backend))
         for split in ("train", "val"):
             write_bytes(plots_dir / f"transformer_{split}_loss.csv", curves.csv(split))
+        if probe is not None:
+            realism_csv = curves.csv("realism", "realism")
+            write_bytes(plots_dir / "transformer_val_realism.csv", realism_csv)
     return metrics

@@ -1,0 +1,75 @@
+"""Which training step to publish: the one whose samples look most like the film.
+
+Val bits/token on another shot of the film says how well a model predicts footage it never
+saw, and on a few minutes of film it is lowest almost at once (step 50 of 400, measured), long
+before the model can draw anything. The published model is therefore chosen by what its
+samples look like: at each evaluation `RealismProbe` generates a few clips — unconditional,
+and continuations of val prompts — decodes them with the trained tokenizer, and scores each
+generated frame's best SSIM against the real frames of the corpus (willie.evaluation.realism:
+no trained model judges the pictures). Val bits/token are still measured and reported.
+
+Sampling here is the model's own distribution (temperature 1, no truncation), so the choice
+does not depend on the `sample` stage's settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from willie.data import ClipDataset
+from willie.evaluation.realism import FrameStats, RealFrames, match_frames, real_frames
+from willie.tokenizer.model import VideoTokenizer, load_tokenizer
+from willie.transformer.data import TokenManifest
+from willie.transformer.generate import generate, sampler
+from willie.transformer.model import TokenTransformer
+
+PROMPT_FRAMES = 5  # real frames a continuation starts from: 2 latent frames
+
+
+class RealismProbe:
+    """Realism of a model's samples: `samples` unconditional and as many continuations."""
+
+    def __init__(
+        self,
+        tokenizer_dir: Path,
+        clips_dir: Path,
+        manifest: TokenManifest,
+        *,
+        samples: int,
+        frames: int,
+        device: torch.device,
+    ) -> None:
+        self.tokenizer: VideoTokenizer = load_tokenizer(tokenizer_dir, device)
+        self.size = manifest.clip_shape[1]
+        self.latent_hw = manifest.latent_shape[1:]
+        self.latent_frames = 1 + (frames - 1) // self.tokenizer.arch.temporal_downsample
+        self.samples, self.device = samples, device
+        corpus = RealFrames.concat(
+            [real_frames(clips_dir, split, self.size) for split in ("train", "val")]
+        )
+        self.reference = FrameStats.of(corpus.frames)
+        val = ClipDataset(clips_dir, "val", size=self.size)
+        picks = torch.linspace(0, len(val) - 1, samples).round().long().tolist()
+        clips = torch.stack([val[i] for i in picks]).to(device)  # [S, 1, T, H, W]
+        with torch.inference_mode():
+            codes = self.tokenizer.encode(clips[:, :, :PROMPT_FRAMES])  # [S, t, h, w]
+        self.prompt_tokens = codes.flatten(1)  # [S, n]
+
+    @torch.inference_mode()
+    def score(self, model: TokenTransformer, seed: int = 0) -> float:
+        """Mean realism of the generated frames of every probe sample."""
+        model.eval()
+        bos = torch.full((self.samples, 1), model.arch.bos, device=self.device)
+        per_frame = self.latent_hw[0] * self.latent_hw[1]
+        total = self.latent_frames * per_frame
+        scores = []
+        for prompt, skip in ((bos, 0), (torch.cat([bos, self.prompt_tokens], 1), PROMPT_FRAMES)):
+            pick = sampler(generator=torch.Generator().manual_seed(seed))
+            tokens = generate(model, prompt, total - (prompt.shape[1] - 1), pick)
+            codes = tokens[:, 1:].view(self.samples, self.latent_frames, *self.latent_hw)
+            video = self.tokenizer.decode(codes).clamp(-1, 1)[:, 0, skip:]  # [S, T, H, W]
+            frames = FrameStats.of(video[:, ::2].flatten(0, 1).float().cpu())
+            scores.append(match_frames(frames, self.reference).best)
+        return float(torch.cat(scores).mean())
