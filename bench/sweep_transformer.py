@@ -45,7 +45,13 @@ def parse(text: str) -> dict[str, object]:
 
 def frame_change(frames: torch.Tensor) -> float:
     """Mean absolute change between consecutive frames [T, H, W] in [-1, 1], on [0, 1]."""
-    return float((frames[1:] - frames[:-1]).abs().mean() / 2)
+    return float((frames[1:] - frames[:-1]).abs().mean().detach() / 2)
+
+
+def real_change(real: RealFrames) -> float:
+    """Mean absolute change between consecutive real frames of the same footage, on [0, 1]."""
+    step = (real.frames[1:] - real.frames[:-1]).abs().mean((1, 2)) / 2
+    return float(step[real.index[1:] - real.index[:-1] == 1].mean())
 
 
 def score_samples(
@@ -100,6 +106,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--frames", type=int, default=97)
     parser.add_argument("--prompt-frames", type=int, default=5)
+    parser.add_argument(
+        "--temperatures", type=float, nargs="*", help="score samples at each (default: params)"
+    )
     parser.add_argument("--every", type=int, default=2, help="score every n-th frame")
     parser.add_argument("--out", type=Path, default=REPO / "bench/.runs/transformer")
     args = parser.parse_args()
@@ -117,7 +126,8 @@ def main() -> None:
     corpus = RealFrames.concat([train, val])
     print(
         f"realism of real frames: val shot vs train shots {float(held_out.mean()):.3f}, "
-        f"train vs train ≥ 2 s apart {float(distant.mean()):.3f}"
+        f"train vs train ≥ 2 s apart {float(distant.mean()):.3f}; frame change of real "
+        f"footage {real_change(train):.4f} (train), {real_change(val):.4f} (val)"
     )
     tokens = args.run / "data/tokens"
     baseline = copy_previous_baseline(TokenStreams(tokens, "train"), TokenStreams(tokens, "val"))
@@ -132,17 +142,34 @@ def main() -> None:
         out = args.out / variant.replace("=", "-").replace(",", "_")
         shutil.rmtree(out, ignore_errors=True)  # a fresh run, never a resume
         started = time.perf_counter()
-        metrics = train_transformer(cfg, tokens, out, out / "plots")
+        metrics = train_transformer(
+            cfg,
+            tokens,
+            out,
+            out / "plots",
+            tokenizer_dir=args.run / "stages/tokenizer",
+            clips_dir=args.run / "data/clips",
+        )
         seconds = time.perf_counter() - started
         result = {
             "variant": variant,
             "train_bits": metrics["train_bits_per_token"],
             "val_bits": metrics["val_bits_per_token"],
             "best_step": metrics["best_step"],
+            "probe_realism": metrics.get("val_realism", float("nan")),
             "train_s": seconds,
-        } | score_samples(args.run, out, corpus, args, sample_kw)
+        }
+        for temperature in args.temperatures or [sample_kw["temperature"]]:
+            scored = score_samples(
+                args.run, out, corpus, args, sample_kw | {"temperature": temperature}
+            )
+            suffix = "" if not args.temperatures else f"@T{temperature}"
+            result |= {f"{k}{suffix}": v for k, v in scored.items()}
         rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
         print(json.dumps(rounded), flush=True)
+        curve = out / "plots/transformer_val_realism.csv"
+        if curve.is_file():
+            print("  realism by step:", " ".join(curve.read_text().split()[1:]), flush=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from willie.errors import WillieError
 from willie.shards import ClipRow, ClipShardWriter
 from willie.superres import SuperResArch, VideoSuperRes, load_superres
 from willie.superres.model import bicubic_upsample, temporal_neighbourhoods
-from willie.superres.train import train_superres, training_pairs
+from willie.superres.train import dihedral_view, train_superres, training_pairs
 
 CLIP = (5, 48, 48)  # [T, H, W] stored clips
 TINY = {
@@ -166,6 +166,24 @@ def test_training_crops_are_aligned_pairs_drawn_per_step() -> None:
     other, _ = training_pairs(clips, arch, (8, 8), step_generator(0, 8, 0, 0))
     torch.testing.assert_close(again, low)
     assert not torch.equal(other, low)
+
+
+def test_dihedral_views_are_the_eight_symmetries_of_the_square() -> None:
+    x = torch.arange(9.0).view(1, 3, 3)
+    views = [dihedral_view(x, v) for v in range(8)]
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8
+    torch.testing.assert_close(views[0], x)
+    torch.testing.assert_close(views[1], x.flip(-1))
+
+
+def test_dihedral_crops_stay_aligned_pairs() -> None:
+    arch = SuperResArch(scale=2, frames=3)
+    clips = random_video(4, 1, 5, 16, 16)
+    generator = step_generator(0, 3, 0, 0)
+    low, high = training_pairs(clips, arch, (8, 8), generator, dihedral=True)
+    torch.testing.assert_close(area_resize(high, (4, 4)), low[:, :, 1:2])
+    plain, _ = training_pairs(clips, arch, (8, 8), step_generator(0, 3, 0, 0))
+    assert not torch.equal(plain, low)  # some crops were turned or mirrored
 
 
 # ---- the stage ------------------------------------------------------------------------------

@@ -124,11 +124,14 @@ def tiny_arch(**overrides) -> TransformerArch:
     return TransformerArch(**{**values, **overrides})
 
 
-@pytest.mark.parametrize("frame_tokens", [0, 4])
+@pytest.mark.parametrize("frame_tokens,frame_history", [(0, 1), (4, 1), (2, 3)])
 @pytest.mark.parametrize("head", ["joint", "factorized"])
-def test_kv_cached_generation_equals_recomputation_beyond_the_window(head, frame_tokens):
+def test_kv_cached_generation_equals_recomputation_beyond_the_window(
+    head, frame_tokens, frame_history
+):
     torch.manual_seed(1)
-    model = TokenTransformer(tiny_arch(head=head, frame_tokens=frame_tokens)).eval()
+    arch = tiny_arch(head=head, frame_tokens=frame_tokens, frame_history=frame_history)
+    model = TokenTransformer(arch).eval()
     if frame_tokens:  # nonzero transitions, so that a wrong `before` changes the samples
         for table in getattr(model.head, "transitions", None) or []:
             torch.nn.init.normal_(table, std=3.0)
@@ -160,26 +163,31 @@ def test_factorized_loss_is_the_sum_of_per_dimension_cross_entropies():
 
 
 def test_frame_before_points_one_latent_frame_behind_each_target():
-    model = TokenTransformer(tiny_arch(frame_tokens=3))
-    ids = torch.tensor([[24, 10, 11, 12, 13, 14, 15]])  # BOS, then frames of 3 tokens
-    before = model.frame_before(ids)
-    # input i predicts ids[i + 1]; the token 3 places before it is ids[i + 1 - 3]
-    assert before.tolist() == [[24, 24, 24, 10, 11, 12, 13]]
+    model = TokenTransformer(tiny_arch(frame_tokens=3, frame_history=2))
+    ids = torch.tensor([[24, 10, 11, 12, 13, 14, 15, 16, 17]])  # BOS, then frames of 3 tokens
+    before = model.frame_before(ids)  # [1, 9, 2]
+    # input i predicts ids[i + 1]; one frame before it is ids[i + 1 - 3], two ids[i + 1 - 6]
+    assert before[0, :, 0].tolist() == [24, 24, 24, 10, 11, 12, 13, 14, 15]
+    assert before[0, :, 1].tolist() == [24, 24, 24, 24, 24, 24, 10, 11, 12]
 
 
 def test_transitions_shift_the_digit_that_the_frame_before_held():
     torch.manual_seed(4)
-    model = TokenTransformer(tiny_arch(head="factorized", frame_tokens=3))
+    model = TokenTransformer(tiny_arch(head="factorized", frame_tokens=3, frame_history=2))
     head = model.head
     assert head.transitions is not None
     with torch.no_grad():
-        head.transitions[0][1, 2] = 50.0  # digit 1 one frame before -> digit 2 now
+        head.transitions[0][0, 1, 2] = 50.0  # digit 1 one frame before -> digit 2 now
+        head.transitions[0][1, 3, 3] = 80.0  # digit 3 two frames before -> digit 3 now
     h = torch.zeros(1, 32)
-    code = int(head.digits.join(torch.tensor([1, 0, 0])))
-    picked = head.sample(h, lambda logits: logits.argmax(-1), torch.tensor([code]))
+    argmax = lambda logits: logits.argmax(-1)  # noqa: E731
+    one, three = (int(head.digits.join(torch.tensor([d, 0, 0]))) for d in (1, 3))
+    picked = head.sample(h, argmax, torch.tensor([[one, 24]]))  # nothing two frames back
     assert int(head.digits.split(picked)[0, 0]) == 2
-    unknown = head.sample(h, lambda logits: logits.argmax(-1), torch.tensor([24]))  # BOS
-    assert int(head.digits.split(unknown)[0, 0]) == 0  # no bias where nothing came before
+    picked = head.sample(h, argmax, torch.tensor([[one, three]]))  # the stronger pull wins
+    assert int(head.digits.split(picked)[0, 0]) == 3
+    unknown = head.sample(h, argmax, torch.tensor([[24, 24]]))  # BOS: nothing came before
+    assert int(head.digits.split(unknown)[0, 0]) == 0
 
 
 def test_factorized_head_is_a_normalized_distribution_over_codes():
@@ -281,6 +289,15 @@ def test_corrupt_replaces_about_the_share_asked_and_never_bos():
     assert bool((noisy[:, 0] == 24).all()) and int(noisy[:, 1:].max()) < 24
 
 
+def test_restarts_add_every_later_clip_as_its_own_stream(tmp_path):
+    clips = patterned_clips(4, 0)  # one chain of 4 clips
+    directory = write_tokens(tmp_path / "tokens", {"train": clips})
+    streams = TokenStreams(directory, "train", restarts=True).streams
+    assert len(streams) == 1 + 3  # the chain, then clips 1..3 from BOS
+    for row, stream in zip((1, 2, 3), streams[1:], strict=True):
+        assert stream[0] == 24 and np.array_equal(stream[1:], clips[row].reshape(-1))
+
+
 def test_token_streams_chain_clips_and_drop_the_shared_latent_frame(tmp_path):
     clips = patterned_clips(4, 0)  # starts 0, 8, 16, 24 with 9-frame clips (t = 3)
     streams = TokenStreams(write_tokens(tmp_path / "tokens", {"train": clips}), "train")
@@ -319,9 +336,21 @@ def test_bad_shapes_are_clear_errors():
 
 def stage_config(**overrides) -> TransformerConfig:
     values = dict(
-        context=12, window=6, layers=2, heads=2, width=32, batch_size=8, max_steps=100,
-        lr=1e-2, warmup_steps=5, eval_every=50, log_every=10, checkpoint_every=50,
-        eval_windows=16, device="cpu", select="val_bits",
+        context=12,
+        window=6,
+        layers=2,
+        heads=2,
+        width=32,
+        batch_size=8,
+        max_steps=100,
+        lr=1e-2,
+        warmup_steps=5,
+        eval_every=50,
+        log_every=10,
+        checkpoint_every=50,
+        eval_windows=16,
+        device="cpu",
+        select="val_bits",
     )  # fmt: skip  (realism selection needs a tokenizer: tests/test_pipeline.py runs it)
     return TransformerConfig(**{**values, **overrides})
 

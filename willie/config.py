@@ -253,8 +253,13 @@ class TransformerConfig(TrainingSection):
         "alibi", description="learned absolute positions exist only as a baseline for benches"
     )
     dropout: float = Field(0.0, ge=0, lt=1)
-    previous_frame: bool = Field(
-        False, description="feed each prediction the token at its place one latent frame before"
+    previous_frames: int = Field(
+        0,
+        ge=0,
+        description="feed each prediction the tokens at its place in the n latent frames before",
+    )
+    restarts: bool = Field(
+        True, description="also train on every clip from the scene-start token (beginnings)"
     )
     input_noise: float = Field(
         0.0, ge=0, lt=1, description="share of input tokens replaced by random codes in training"
@@ -269,6 +274,9 @@ class TransformerConfig(TrainingSection):
         4, ge=1, description="realism probe: unconditional samples, and as many continuations"
     )
     select_frames: int = Field(49, ge=5, description="realism probe: frames per sample, 1 + 4k")
+    select_temperature: float = Field(
+        0.6, gt=0, description="realism probe: sampling temperature (as `sample.temperature`)"
+    )
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> TransformerConfig:
@@ -300,6 +308,9 @@ class SuperresConfig(TrainingSection):
     blocks: int = Field(4, ge=1, description="residual blocks")
     crop: int = Field(64, ge=8, description="high-resolution training crop (pixels)")
     adv_weight: float = Field(0.0, ge=0, description="optional GAN loss weight (0: L1 only)")
+    dihedral: bool = Field(
+        False, description="turn (90°) and mirror training crops at random: 8 views of each"
+    )
     eval_clips: int = Field(32, ge=1, description="val clips for PSNR/SSIM")
 
     @field_validator("frames")

@@ -71,8 +71,10 @@ def training_pairs(
     arch: SuperResArch,
     crop: tuple[int, int],
     generator: torch.Generator,
+    dihedral: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random (low-res neighbourhood, high-res centre frame) crops, one per clip.
+    """Random (low-res neighbourhood, high-res centre frame) crops, one per clip; with
+    `dihedral`, each square crop turned by a random multiple of 90° and/or mirrored.
 
     clips [B, 1, T, H, W] → inputs [B, 1, frames, ch/s, cw/s], targets [B, 1, 1, ch, cw].
     """
@@ -88,8 +90,18 @@ def training_pairs(
         y, x = int(tops[b]), int(lefts[b])
         windows.append(clips[b, :, index, y : y + ch, x : x + cw])  # [1, frames, ch, cw]
     high = torch.stack(windows)  # [B, 1, frames, ch, cw]
+    if dihedral and ch == cw:  # ink lines look alike turned and mirrored: 8 views of a crop
+        views = torch.randint(0, 8, (B,), generator=generator).tolist()
+        high = torch.stack([dihedral_view(crop_, v) for crop_, v in zip(high, views, strict=True)])
     targets = high[:, :, arch.radius : arch.radius + 1]
     return area_resize(high, (ch // s, cw // s)), targets
+
+
+def dihedral_view(x: torch.Tensor, view: int) -> torch.Tensor:
+    """One of the 8 symmetries of the square on the last two dims: `view` // 2 quarter turns,
+    mirrored when odd."""
+    x = torch.rot90(x, view // 2, dims=(-2, -1))
+    return x.flip(-1) if view % 2 else x
 
 
 @torch.no_grad()
@@ -211,7 +223,7 @@ def train_superres(
         metrics: dict[str, float] = {}
         for micro in engine.micro_steps(*modules):
             generator = step_generator(cfg.seed, step, micro, engine.rank)
-            low, high = training_pairs(next(batches), arch, crop, generator)
+            low, high = training_pairs(next(batches), arch, crop, generator, cfg.dihedral)
             with engine.autocast():
                 upscaled = model(low, [arch.radius])  # [B, 1, 1, ch, cw]
                 l1 = F.l1_loss(upscaled.float(), high)

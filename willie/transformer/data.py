@@ -81,7 +81,12 @@ def chain_clips(scene: np.ndarray, start: np.ndarray, clip_frames: int) -> list[
 class TokenStreams:
     """The streams of one split (`data/tokens/<split>`), each an int64 array starting with BOS."""
 
-    def __init__(self, tokens_dir: str | os.PathLike[str], split: str) -> None:
+    def __init__(
+        self, tokens_dir: str | os.PathLike[str], split: str, *, restarts: bool = False
+    ) -> None:
+        """restarts: also every clip that does not begin a chain, as a stream of its own
+        (BOS + its tokens), so that a model learns scene beginnings from every clip rather
+        than from the few chain starts (what unconditional samples start from)."""
         self.manifest = TokenManifest.read(tokens_dir)
         directory = Path(tokens_dir) / split
         if not (directory / "tokens.npy").is_file():
@@ -105,6 +110,10 @@ class TokenStreams:
             parts = [np.array([bos]), tokens[chain[0]].reshape(-1)]
             parts += [tokens[row].reshape(-1)[per_frame:] for row in chain[1:]]
             self.streams.append(np.concatenate(parts).astype(np.int64))
+            if restarts:
+                for row in chain[1:]:
+                    clip = np.concatenate([[bos], tokens[row].reshape(-1)])
+                    self.streams.append(clip.astype(np.int64))
 
     @property
     def num_tokens(self) -> int:

@@ -68,22 +68,26 @@ def generate(
     caches = model.new_caches()
     h = model.hidden(prompt, 0, caches)[:, -1]  # prefill: [B, C]
     for i in range(new_tokens):
-        before = _frame_before(model, tokens, P + i)  # [B, 1]: the place one frame before
-        tokens[:, P + i] = model.head.sample(h, pick, before[:, 0])  # [B]
+        before = _frame_before(model, tokens, P + i)  # [B, K]: its place in the frames before
+        tokens[:, P + i] = model.head.sample(h, pick, before)  # [B]
         if progress is not None:
             progress(i + 1)
         if i + 1 < new_tokens:
             nxt = tokens[:, P + i : P + i + 1]
-            h = model.hidden(nxt, P + i, caches, _frame_before(model, tokens, P + i + 1))[:, -1]
+            before = _frame_before(model, tokens, P + i + 1)[:, None]  # [B, 1, K]
+            h = model.hidden(nxt, P + i, caches, before)[:, -1]
     return tokens
 
 
 def _frame_before(model: TokenTransformer, tokens: Tensor, target: int) -> Tensor:
-    """[B, 1]: the token one latent frame before position `target` of the sequence (BOS = 0)."""
-    n = model.arch.frame_tokens
-    if n and target - n >= 1:
-        return tokens[:, target - n : target - n + 1]
-    return torch.full_like(tokens[:, :1], model.arch.bos)
+    """[B, K]: the tokens k = 1..K latent frames before position `target` of the sequence
+    (BOS where that is before the first code)."""
+    n, history = model.arch.frame_tokens, model.arch.frame_history
+    before = torch.full((tokens.shape[0], history), model.arch.bos).to(tokens)
+    for k in range(1, history + 1):
+        if n and target - k * n >= 1:
+            before[:, k - 1] = tokens[:, target - k * n]
+    return before
 
 
 @torch.inference_mode()
@@ -94,6 +98,6 @@ def generate_uncached(
     tokens = prompt
     for _ in range(new_tokens):
         h = model.hidden(tokens)[:, -1]
-        before = _frame_before(model, tokens, tokens.shape[1])[:, 0]
+        before = _frame_before(model, tokens, tokens.shape[1])
         tokens = torch.cat([tokens, model.head.sample(h, pick, before)[:, None]], dim=1)
     return tokens

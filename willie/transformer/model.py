@@ -52,10 +52,12 @@ class TransformerArch(ArtifactArch):
     head: Literal["joint", "factorized"] = "factorized"
     positions: Literal["alibi", "learned"] = "alibi"
     dropout: float = 0.0
-    # Tokens per latent frame (h·w); > 0 feeds every prediction the token at its own place one
-    # latent frame before (an input embedding, and a learned digit-transition bias in the
-    # factorized head): what a scene's still background makes likely, in any scene.
+    # Tokens per latent frame (h·w); > 0 feeds every prediction the tokens at its own place in
+    # the `frame_history` latent frames before (input embeddings, and learned digit-transition
+    # biases in the factorized head): what a still background makes likely, in any scene; more
+    # than one frame lets the digits return to where they were (jitter, not a random walk).
     frame_tokens: int = 0
+    frame_history: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
@@ -68,8 +70,11 @@ class TransformerArch(ArtifactArch):
             raise WillieError(
                 f"transformer.window ({self.window}) must be in 1..context ({self.context})"
             )
-        if self.frame_tokens < 0:
-            raise WillieError(f"frame_tokens must be ≥ 0, got {self.frame_tokens}")
+        if self.frame_tokens < 0 or self.frame_history < 1:
+            raise WillieError(
+                f"frame_tokens must be ≥ 0 and frame_history ≥ 1, got {self.frame_tokens} and "
+                f"{self.frame_history}"
+            )
         if not self.levels or min(self.levels) < 2:
             raise WillieError(f"FSQ levels must be integers ≥ 2, got {self.levels}")
 
@@ -226,28 +231,30 @@ class FactorizedHead(nn.Module):
     Dimension d reads h + Σ_{e<d} cond_e[digit_e]: teacher-forced with the true digits in
     training, the sampled ones in generation. Cost: Σ levels outputs instead of Π levels.
 
-    With `transitions`, dimension d's logits also get T_d[u, v] for digit v when the target's
-    place held digit u one latent frame before (`before`, BOS where unknown): [levels_d]² shared
-    weights that learn how a digit moves from frame to frame, whatever the scene.
+    With `history` = K > 0, dimension d's logits also get Σ_k T_kd[u_k, v] for digit v when the
+    target's place held digit u_k k latent frames before (`before` [..., K], BOS where unknown):
+    K·levels_d² shared weights that learn how a digit moves from frame to frame, in any scene.
     """
 
-    def __init__(self, levels: Sequence[int], width: int, transitions: bool = False) -> None:
+    def __init__(self, levels: Sequence[int], width: int, history: int = 0) -> None:
         super().__init__()
         self.levels = tuple(levels)
         self.bos = math.prod(levels)
         self.digits = Digits(levels)
         self.outs = nn.ModuleList(nn.Linear(width, n, bias=False) for n in levels)
         self.conds = nn.ModuleList(nn.Embedding(n, width) for n in levels[:-1])
-        tables = (nn.Parameter(torch.zeros(n, n)) for n in levels)
-        self.transitions = nn.ParameterList(tables) if transitions else None
+        tables = (nn.Parameter(torch.zeros(history, n, n)) for n in levels)
+        self.transitions = nn.ParameterList(tables) if history else None
 
     def _logits(self, d: int, h: Tensor, before: Tensor | None) -> Tensor:
-        """Dimension d's logits [..., levels_d] from h [..., C] and the codes before [...]."""
+        """Dimension d's logits [..., levels_d] from h [..., C] and the codes before [..., K]."""
         logits = self.outs[d](h).float()
         if self.transitions is not None and before is not None:
-            known = (before != self.bos)[..., None]
-            digit = self.digits.split(before.clamp(max=self.bos - 1))[..., d]
-            logits = logits + torch.where(known, self.transitions[d][digit], 0.0)
+            known = (before != self.bos)[..., None]  # [..., K, 1]
+            digit = self.digits.split(before.clamp(max=self.bos - 1))[..., d]  # [..., K]
+            k = torch.arange(before.shape[-1], device=before.device)
+            bias = self.transitions[d][k, digit]  # [..., K, levels_d]
+            logits = logits + torch.where(known, bias, 0.0).sum(-2)
         return logits
 
     def dimension_losses(self, h: Tensor, targets: Tensor, before: Tensor | None = None) -> Tensor:
@@ -283,7 +290,10 @@ class TokenTransformer(nn.Module):
         super().__init__()
         self.arch = arch
         self.embed = TokenEmbedding(arch.levels, arch.width)
-        self.embed_before = TokenEmbedding(arch.levels, arch.width) if arch.frame_tokens else None
+        history = arch.frame_history if arch.frame_tokens else 0
+        self.embed_before = nn.ModuleList(
+            TokenEmbedding(arch.levels, arch.width) for _ in range(history)
+        )
         self.positions = (
             nn.Embedding(2 * arch.context, arch.width) if arch.positions == "learned" else None
         )
@@ -291,7 +301,7 @@ class TokenTransformer(nn.Module):
         self.norm = nn.RMSNorm(arch.width)
         if arch.head == "factorized":
             self.head: FactorizedHead | JointHead = FactorizedHead(
-                arch.levels, arch.width, transitions=arch.frame_tokens > 0
+                arch.levels, arch.width, history=history
             )
         else:
             self.head = JointHead(arch.levels, arch.width)
@@ -313,13 +323,14 @@ class TokenTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def frame_before(self, ids: Tensor) -> Tensor:
-        """ids [B, L] (a sequence from BOS, or a training window) -> [B, L]: for each input,
-        the token one latent frame before its target, the one the input predicts (BOS where
-        that lies before the first id)."""
-        before = torch.full_like(ids, self.arch.bos)
-        n = self.arch.frame_tokens
-        if 0 < n <= ids.shape[1]:
-            before[:, n - 1 :] = ids[:, : ids.shape[1] - n + 1]
+        """ids [B, L] (a sequence from BOS, or a training window) -> [B, L, K]: for each input,
+        the tokens k = 1..K latent frames before its target, the one the input predicts (BOS
+        where that lies before the first id)."""
+        L, n = ids.shape[1], self.arch.frame_tokens
+        before = torch.full((*ids.shape, self.arch.frame_history), self.arch.bos).to(ids)
+        for k in range(1, self.arch.frame_history + 1):
+            if 0 < k * n <= L:
+                before[:, k * n - 1 :, k - 1] = ids[:, : L - k * n + 1]
         return before
 
     def hidden(
@@ -331,13 +342,15 @@ class TokenTransformer(nn.Module):
     ) -> Tensor:
         """ids [B, L] at positions start.. -> final hidden states [B, L, C].
 
-        before [B, L]: `frame_before` of the ids; computed from them when None, which is
+        before [B, L, K]: `frame_before` of the ids; computed from them when None, which is
         right where they start the sequence or a training window (not for one decoded token).
         """
         pos = torch.arange(start, start + ids.shape[1], device=ids.device)
         x = self.embed(ids)
-        if self.embed_before is not None:
-            x = x + self.embed_before(self.frame_before(ids) if before is None else before)
+        if len(self.embed_before):
+            before = self.frame_before(ids) if before is None else before
+            for k, embed in enumerate(self.embed_before):
+                x = x + embed(before[..., k])
         if self.positions is not None:
             if pos[-1] >= self.positions.num_embeddings:
                 raise WillieError(

@@ -8,8 +8,9 @@ and continuations of val prompts — decodes them with the trained tokenizer, an
 generated frame's best SSIM against the real frames of the corpus (willie.evaluation.realism:
 no trained model judges the pictures). Val bits/token are still measured and reported.
 
-Sampling here is the model's own distribution (temperature 1, no truncation), so the choice
-does not depend on the `sample` stage's settings.
+The probe samples at `transformer.select_temperature` (set it to `sample.temperature`): the
+step that draws best at T = 1 is an early one that cannot yet draw a scene from nothing, while
+at the temperature samples are made with a later step draws better (measured: README).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ class RealismProbe:
         *,
         samples: int,
         frames: int,
+        temperature: float,
         device: torch.device,
     ) -> None:
+        self.temperature = temperature
         self.tokenizer: VideoTokenizer = load_tokenizer(tokenizer_dir, device)
         self.size = manifest.clip_shape[1]
         self.latent_hw = manifest.latent_shape[1:]
@@ -66,7 +69,9 @@ class RealismProbe:
         total = self.latent_frames * per_frame
         scores = []
         for prompt, skip in ((bos, 0), (torch.cat([bos, self.prompt_tokens], 1), PROMPT_FRAMES)):
-            pick = sampler(generator=torch.Generator().manual_seed(seed))
+            pick = sampler(
+                temperature=self.temperature, generator=torch.Generator().manual_seed(seed)
+            )
             tokens = generate(model, prompt, total - (prompt.shape[1] - 1), pick)
             codes = tokens[:, 1:].view(self.samples, self.latent_frames, *self.latent_hw)
             video = self.tokenizer.decode(codes).clamp(-1, 1)[:, 0, skip:]  # [S, T, H, W]

@@ -45,7 +45,8 @@ def architecture(cfg: TransformerConfig, manifest: TokenManifest) -> Transformer
         head=cfg.head,
         positions=cfg.positions,
         dropout=cfg.dropout,
-        frame_tokens=manifest.tokens_per_frame if cfg.previous_frame else 0,
+        frame_tokens=manifest.tokens_per_frame if cfg.previous_frames else 0,
+        frame_history=max(1, cfg.previous_frames),
     )
 
 
@@ -196,12 +197,14 @@ def train_transformer(
             manifest,
             samples=cfg.select_samples,
             frames=cfg.select_frames,
+            temperature=cfg.select_temperature,
             device=engine.device,
         )
     engine.track("curves", curves)
     engine.track("best", best)
     engine.resume()
-    batches = engine.batches(TokenWindows(train_streams, cfg.context, max(1, cfg.context // 4)))
+    trained_on = TokenStreams(tokens_dir, "train", restarts=True) if cfg.restarts else train_streams
+    batches = engine.batches(TokenWindows(trained_on, cfg.context, max(1, cfg.context // 4)))
 
     def train_step(step: int) -> dict[str, float]:
         net.train()
