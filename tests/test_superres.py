@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 
 from willie.atomic import write_json
+from willie.checkpoint import checkpoint_paths
 from willie.config import SuperresConfig
 from willie.data import ClipDataset, area_resize
 from willie.engine import StopRequested, step_generator
@@ -226,14 +228,22 @@ def test_loaded_model_reproduces_the_validation_psnr(
     assert psnr(upscaled, real).mean().item() == pytest.approx(metrics["psnr"], abs=1e-4)
 
 
-def test_second_run_with_the_same_config_resumes(
-    trained: tuple[Path, dict], clips: Path, capfd: pytest.CaptureFixture[str]
+def test_a_forced_rerun_of_a_finished_config_trains_again(
+    trained: tuple[Path, dict], clips: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """`dvc repro -f`: a finished run is not resumed (that is for interrupted runs)."""
     out, first = trained
-    again = train_superres(SuperresConfig(**{**TINY, "log_every": 5}), clips, out)
-    assert "resuming from" in capfd.readouterr().err
-    assert again["steps"] == TINY["max_steps"] and again["train_seconds"] < 1
-    assert again["psnr"] == pytest.approx(first["psnr"])
+    copy = tmp_path / "superres"
+    shutil.copytree(out, copy)
+    (fingerprint_dir,) = (copy / "checkpoints").iterdir()
+    finished_at = max(p.stat().st_mtime_ns for p in checkpoint_paths(fingerprint_dir))
+    again = train_superres(SuperresConfig(**{**TINY, "log_every": 5}), clips, copy)
+    err = capfd.readouterr().err
+    assert "training again from step 0" in err and "resuming from" not in err
+    assert again["steps"] == TINY["max_steps"] and again["train_seconds"] > 0
+    assert again["psnr"] == pytest.approx(first["psnr"])  # the same seed: the same model
+    now = checkpoint_paths(fingerprint_dir)
+    assert now and all(p.stat().st_mtime_ns > finished_at for p in now)  # the old ones gone
 
 
 def test_run_stopped_by_sigterm_resumes_to_the_same_model(clips: Path, tmp_path: Path) -> None:

@@ -245,6 +245,7 @@ class Engine:
         self._optimizers: dict[str, tuple[torch.optim.Optimizer, Any, list[nn.Parameter]]] = {}
         self._emas: list[tuple[EMA, nn.Module]] = []
         self._stop_requested = False
+        self._finished: list[Path] = []  # a finished run's checkpoints, replaced by this run's
         self.step = 0
         self.seed_everything(settings.seed)
 
@@ -386,16 +387,33 @@ class Engine:
 
     def save(self) -> None:
         if self.is_main:
+            for old in self._finished:  # a finished run's checkpoints, once this one has its own
+                old.unlink(missing_ok=True)
+            self._finished = []
             save_checkpoint(self.checkpoint_dir, self.step, self.state_dict())
         if self.world > 1:
             dist.barrier()
 
     def resume(self) -> int:
-        """Load the latest checkpoint of this config, if any; returns the step to start from."""
+        """Load the latest checkpoint of this config, if any; returns the step to start from.
+
+        Resuming is for a run that was interrupted: a checkpoint at `max_steps` is a finished
+        run (its model was published), so a forced re-run (`dvc repro -f`) trains again from
+        step 0, and the finished run's checkpoints go when the new run saves its first one.
+        """
         paths = checkpoint_paths(self.checkpoint_dir)
         if not paths:
             return 0
         checkpoint = load_checkpoint(paths[-1])
+        if int(checkpoint["step"]) >= self.settings.max_steps:
+            self._finished = paths
+            if self.is_main:
+                print(
+                    f"{paths[-1]} is a finished run of this config (step {checkpoint['step']}): "
+                    "training again from step 0 (resuming is for interrupted runs)",
+                    file=sys.stderr,
+                )
+            return 0
         try:
             for name, obj in self._states.items():
                 obj.load_state_dict(checkpoint["states"][name])
