@@ -18,10 +18,19 @@ def psnr(recon: Tensor, target: Tensor) -> Tensor:
     return 10 * torch.log10(1 / mse.clamp(min=1e-10))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5  # Wang et al. 2004
+SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # stabilizers for a dynamic range of 1
+
+
+def gaussian_1d(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> Tensor:
+    """[size] the normalized 1-D Gaussian; SSIM's window is its outer product with itself."""
     x = torch.arange(size, dtype=torch.float32) - size // 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
+    return g / g.sum()
+
+
+def _gaussian_window() -> Tensor:
+    g = gaussian_1d()
     return (g[:, None] * g[None, :])[None, None]  # [1, 1, k, k]
 
 
@@ -39,9 +48,8 @@ def ssim(recon: Tensor, target: Tensor) -> Tensor:
     var_x = blur(x * x) - mu_x**2
     var_y = blur(y * y) - mu_y**2
     cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = 0.01**2, 0.03**2
-    score = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    score = ((2 * mu_x * mu_y + SSIM_C1) * (2 * cov + SSIM_C2)) / (
+        (mu_x**2 + mu_y**2 + SSIM_C1) * (var_x + var_y + SSIM_C2)
     )
     per_frame = score.flatten(1).mean(1)
     return rearrange(per_frame, "(b t) -> b t", b=recon.shape[0]).mean(1)

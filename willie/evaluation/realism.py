@@ -16,6 +16,7 @@ so a pair costs one separable blur of the product.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -24,16 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from willie.data import ClipDataset
+from willie.quality import SSIM_C1, SSIM_C2, SSIM_WINDOW, gaussian_1d
 
 THUMB = 16  # prefilter thumbnail side
-WINDOW, SIGMA = 11, 1.5  # SSIM's Gaussian window (Wang et al. 2004), as willie.quality.ssim
-C1, C2 = 0.01**2, 0.03**2
-
-
-def _gaussian_1d() -> Tensor:
-    x = torch.arange(WINDOW, dtype=torch.float32) - WINDOW // 2
-    g = torch.exp(-(x**2) / (2 * SIGMA**2))
-    return g / g.sum()
 
 
 def _blur(x: Tensor) -> Tensor:
@@ -42,12 +36,14 @@ def _blur(x: Tensor) -> Tensor:
     return _band(x.shape[-2]).to(x) @ x @ _band(x.shape[-1]).to(x).T
 
 
+@functools.cache
 def _band(n: int) -> Tensor:
-    """[n - 10, n]: row i holds the 1-D Gaussian at columns i .. i + 10."""
-    g = _gaussian_1d()
-    band = torch.zeros(n - WINDOW + 1, n)
-    for i in range(n - WINDOW + 1):
-        band[i, i : i + WINDOW] = g
+    """[n - 10, n]: row i holds the 1-D Gaussian at columns i .. i + 10 (built once per n;
+    never written to)."""
+    g = gaussian_1d()
+    band = torch.zeros(n - SSIM_WINDOW + 1, n)
+    for i in range(n - SSIM_WINDOW + 1):
+        band[i, i : i + SSIM_WINDOW] = g
     return band
 
 
@@ -78,8 +74,8 @@ def pair_ssim(a: FrameStats, ia: Tensor, b: FrameStats, ib: Tensor) -> Tensor:
     """SSIM of frame a[ia[n]] with b[ib[n]] for each n: [n]."""
     mu_a, mu_b = a.mu[ia], b.mu[ib]
     cov = _blur(a.frames[ia] * b.frames[ib]) - mu_a * mu_b
-    score = ((2 * mu_a * mu_b + C1) * (2 * cov + C2)) / (
-        (mu_a**2 + mu_b**2 + C1) * (a.var[ia] + b.var[ib] + C2)
+    score = ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)) / (
+        (mu_a**2 + mu_b**2 + SSIM_C1) * (a.var[ia] + b.var[ib] + SSIM_C2)
     )
     return score.flatten(1).mean(1)
 
