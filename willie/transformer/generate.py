@@ -80,14 +80,10 @@ def generate(
 
 
 def _frame_before(model: TokenTransformer, tokens: Tensor, target: int) -> Tensor:
-    """[B, K]: the tokens k = 1..K latent frames before position `target` of the sequence
-    (BOS where that is before the first code)."""
-    n, history = model.arch.frame_tokens, model.arch.frame_history
-    before = torch.full((tokens.shape[0], history), model.arch.bos).to(tokens)
-    for k in range(1, history + 1):
-        if n and target - k * n >= 1:
-            before[:, k - 1] = tokens[:, target - k * n]
-    return before
+    """[B, K]: `model.frame_before` for the input that predicts position `target` of the
+    sequence, computed over only the K latent frames before it (a fixed cost per token)."""
+    span = max(1, model.arch.frame_history * model.arch.frame_tokens)
+    return model.frame_before(tokens[:, max(0, target - span) : target])[:, -1]
 
 
 @torch.inference_mode()
