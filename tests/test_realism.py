@@ -75,3 +75,11 @@ def test_a_replayed_sequence_counts_and_a_shuffled_one_does_not():
     assert share(across) == (0, 1)
     faint = (replay + 0.6 * smooth_frames(9, 6)).clamp(-1, 1)  # the same motion, other pictures
     assert share(faint) == (0, 2)
+
+
+def test_concatenated_stats_are_the_stats_of_the_concatenated_frames():
+    a, b = smooth_frames(3, 7), smooth_frames(4, 8)
+    joined = FrameStats.concat([FrameStats.of(a), FrameStats.of(b)])
+    whole = FrameStats.of(torch.cat([a, b]))
+    for name in ("frames", "mu", "var", "thumbs"):
+        torch.testing.assert_close(getattr(joined, name), getattr(whole, name))

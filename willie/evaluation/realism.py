@@ -69,6 +69,12 @@ class FrameStats:
     def __len__(self) -> int:
         return len(self.frames)
 
+    @classmethod
+    def concat(cls, parts: list[FrameStats]) -> FrameStats:
+        """The frames of every part, one after another (statistics are per frame)."""
+        fields = ("frames", "mu", "var", "thumbs")
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+
 
 def pair_ssim(a: FrameStats, ia: Tensor, b: FrameStats, ib: Tensor) -> Tensor:
     """SSIM of frame a[ia[n]] with b[ib[n]] for each n: [n]."""

@@ -128,8 +128,8 @@ def realism_metrics(
     copies: (the training streams decoded, their sequence ids, the window) or None.
     Returns the metrics and the realism-per-second curve, averaged over samples.
     """
-    reference = FrameStats.of(torch.cat([r.frames for r in corpus.values()]))
     train, val = FrameStats.of(corpus["train"].frames), FrameStats.of(corpus["val"].frames)
+    reference = FrameStats.concat([train, val])
     with torch.inference_mode():
         scores = [match_frames(FrameStats.of(v.frames[::every]), reference).best for v in videos]
         held_out = match_frames(val, train).best
@@ -254,7 +254,7 @@ def run_evaluate(
         copies=(sequences, sequence_id, clip_frames),
     )  # fmt: skip
     metrics |= realism
-    metrics |= {k: v for k, v in copy_previous_baseline(train_streams, streams).items()}
+    metrics |= copy_previous_baseline(train_streams, streams)
 
     samples = sample_windows(samples_dir, size, clip_frames)
     train_clips = stack_clips(train_small, cfg.max_clips)
