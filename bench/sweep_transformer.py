@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from willie.config import TransformerConfig
+from willie.evaluation.distribution import frame_change_curve
 from willie.evaluation.realism import FrameStats, RealFrames, match_frames, per_second, real_frames
 from willie.sample import load_generator
 from willie.transformer.baseline import copy_previous_baseline
@@ -41,11 +42,6 @@ def parse(text: str) -> dict[str, object]:
     if text == "base":
         return {}
     return {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in text.split(","))}
-
-
-def frame_change(frames: torch.Tensor) -> float:
-    """Mean absolute change between consecutive frames [T, H, W] in [-1, 1], on [0, 1]."""
-    return float((frames[1:] - frames[:-1]).abs().mean().detach() / 2)
 
 
 def real_change(real: RealFrames) -> float:
@@ -93,7 +89,7 @@ def score_samples(
             f"{kind}_realism": float(torch.cat(scores).mean()),
             f"{kind}_realism_first_s": float(curve[0]),
             f"{kind}_realism_last_s": float(curve[-1]),
-            f"{kind}_change": sum(frame_change(v) for v in videos) / len(videos),
+            f"{kind}_change": float(frame_change_curve(torch.stack(videos)).mean()),
         }
     return result
 
