@@ -220,6 +220,7 @@ def main() -> None:
     parser.add_argument("--direction", choices=[*DIRECTIONS, "both"], default="both")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: CPUs / jobs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--shots", type=Path, default=Path(__file__).parent / ".runs/shots64.npz")
     parser.add_argument("--out", type=Path, help="JSON lines of every row")
@@ -228,7 +229,7 @@ def main() -> None:
         parse_variant(v)
     shots = load_shots(args.shots)
     directions = list(DIRECTIONS) if args.direction == "both" else [args.direction]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     jobs = [
         {
             "variant": v,

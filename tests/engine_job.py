@@ -1,6 +1,7 @@
 """A tiny training run through the engine, for the engine tests' subprocesses.
 
-    python tests/engine_job.py OUT_DIR --steps 20 [--kill-at 12] [--accum 2] [--nan-at 7]
+    python tests/engine_job.py OUT_DIR --steps 20 [--kill-at 12] [--term-at 7] [--int-at 7 [7]]
+        [--accum 2] [--nan-at 7]
 
 Writes OUT_DIR/final.pt (model and EMA weights) on rank 0 when training finishes.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -17,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from willie.engine import Engine, TrainSettings
+from willie.errors import StopRequested
 
 
 class Points(Dataset[torch.Tensor]):
@@ -43,6 +46,7 @@ def main() -> None:
     parser.add_argument("--accum", type=int, default=1)
     parser.add_argument("--kill-at", type=int, default=-1)
     parser.add_argument("--term-at", type=int, default=-1)
+    parser.add_argument("--int-at", type=int, nargs="*", default=[], help="Ctrl-C at these steps")
     parser.add_argument("--nan-at", type=int, default=-1)
     parser.add_argument("--width", type=int, default=16)
     args = parser.parse_args()
@@ -75,6 +79,8 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         if step == args.term_at:
             os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(args.int_at.count(step)):
+            os.kill(os.getpid(), signal.SIGINT)
         for _ in engine.micro_steps(model):
             batch = next(batches)
             loss = nn.functional.mse_loss(model(batch[:, :8]), batch[:, 8:])
@@ -83,7 +89,11 @@ def main() -> None:
             engine.backward(loss)
         return {"loss": loss.item(), "grad_norm": engine.optimizer_step("model")}
 
-    engine.run(train_step)
+    try:
+        engine.run(train_step)
+    except StopRequested as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     if engine.is_main:
         raw = model.module if hasattr(model, "module") else model
         weights = {f"model.{k}": v for k, v in raw.state_dict().items()}

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pytest
 from typer.testing import CliRunner
 
 from tests.test_preprocess import make_raw_dir
@@ -51,7 +52,7 @@ def test_preprocess_command_writes_metrics_and_tracks_the_run(
     shared_clip: Path, tmp_path: Path
 ) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text("preprocess:\n  size: 64\n")
+    params.write_text("preprocess:\n  size: 64\ntokenizer:\n  size: 32\n")
     metrics = tmp_path / "metrics" / "preprocess.json"
     result = runner.invoke(
         app,
@@ -74,3 +75,21 @@ def test_preprocess_command_writes_metrics_and_tracks_the_run(
     assert run.data.tags["stage"] == "preprocess"
     assert run.data.params["preprocess.size"] == "[64, 64]"
     assert run.data.metrics["frames_kept"] == 168
+
+
+def test_ctrl_c_says_it_was_interrupted_and_what_was_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import willie.preprocess
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(willie.preprocess, "run_preprocess", interrupted)
+    params = tmp_path / "params.yaml"
+    params.write_text("preprocess:\n  size: 64\ntokenizer:\n  size: 32\n")
+    out = ["--out", str(tmp_path / "clips"), "--metrics", str(tmp_path / "m.json")]
+    result = runner.invoke(app, ["preprocess", "--params", str(params), "--no-track", *out])
+    assert result.exit_code == 130
+    assert "interrupted (Ctrl-C). Nothing was published" in result.output
+    assert not (tmp_path / "m.json").exists()

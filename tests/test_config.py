@@ -76,3 +76,40 @@ def test_training_identity_ignores_how_a_run_is_observed():
     observed = TokenizerConfig(log_every=1, checkpoint_every=7, eval_every=3, eval_clips=2)
     assert observed.identity() == base.identity()
     assert TokenizerConfig(lr=1e-3).identity() != base.identity()
+
+
+def test_a_later_stages_typo_fails_the_first_stage(tmp_path: Path) -> None:
+    # `download` reads `data`, but a typo in `sample` (a stage hours later) must stop it now.
+    params = write_params(tmp_path, "data:\n  source: synthetic\nsample:\n  temprature: 0.5\n")
+    with pytest.raises(WillieError) as error:
+        load_section("data", params)
+    assert "sample.temprature: unknown key" in str(error.value)
+
+
+def test_every_section_and_unknown_sections_reported_together(tmp_path: Path) -> None:
+    text = "transfomer:\n  layers: 2\nevaluate:\n  max_clips: 1\ntokenizer:\n  lr: -1\n"
+    with pytest.raises(WillieError) as error:
+        load_section("preprocess", write_params(tmp_path, text))
+    message = str(error.value)
+    assert "transfomer: unknown section" in message and "transformer" in message
+    assert "evaluate.max_clips = 1" in message and "tokenizer.lr = -1" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("preprocess: {size: 128}\nsuperres: {scale: 4}\n", "superres.scale (4)"),
+        ("preprocess: {size: 64}\ntokenizer: {size: 128}\n", "tokenizer.size (128) must be ≤"),
+        ("preprocess: {clip_frames: 9}\nsample: {prompt_frames: 17}\n", "sample.prompt_frames"),
+    ],
+)
+def test_rules_between_sections_are_checked_up_front(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    with pytest.raises(WillieError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load_section("data", write_params(tmp_path, text))
+
+
+def test_a_size_mismatch_is_fine_when_nothing_is_upscaled(tmp_path: Path) -> None:
+    text = "preprocess: {size: 128}\nsuperres: {scale: 4}\nsample: {upscale: false}\n"
+    assert load_section("superres", write_params(tmp_path, text)).scale == 4

@@ -89,6 +89,27 @@ def test_sigterm_checkpoints_then_resumes(
         assert torch.equal(final(tmp_path)[key], value), key
 
 
+def test_ctrl_c_checkpoints_says_what_was_kept_then_resumes(
+    tmp_path: Path, uninterrupted: dict[str, torch.Tensor]
+) -> None:
+    stopped = train(tmp_path, "--int-at", "7")
+    assert stopped.returncode == 130
+    assert "Ctrl-C: finishing this step" in stopped.stderr
+    assert "interrupted (Ctrl-C) at step 8 of 20; kept: the checkpoint in" in stopped.stderr
+    (fingerprint_dir,) = (tmp_path / "checkpoints").iterdir()
+    assert checkpoint_paths(fingerprint_dir)[-1].name == "step-00000008.pt"
+    assert train(tmp_path).returncode == 0
+    for key, value in uninterrupted.items():
+        assert torch.equal(final(tmp_path)[key], value), key
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
+    stopped = train(tmp_path, "--int-at", "7", "7")  # twice within step 7
+    assert stopped.returncode != 0 and "KeyboardInterrupt" in stopped.stderr
+    (fingerprint_dir,) = (tmp_path / "checkpoints").iterdir()
+    assert checkpoint_paths(fingerprint_dir)[-1].name == "step-00000005.pt"  # the periodic one
+
+
 def test_nan_stops_with_clear_error_keeping_last_good_checkpoint(tmp_path: Path) -> None:
     result = train(tmp_path, "--nan-at", "7")
     assert result.returncode != 0

@@ -1,9 +1,12 @@
+import os
+import socket
 import subprocess
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from willie.errors import StopRequested
 from willie.tracking import EXPERIMENT, flatten, stage_run, tracking_uri, workspace_root
 
 
@@ -91,3 +94,32 @@ def test_failed_stage_marks_its_run_failed(workspace: Path) -> None:
     with stage_run("download", {"data": {}}):
         pass
     assert [r.info.status for r in read_runs(workspace)] == ["FAILED", "FINISHED"]
+
+
+def test_interrupted_stage_marks_its_run_killed(workspace: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), stage_run("preprocess", {}):
+        raise KeyboardInterrupt
+    with pytest.raises(StopRequested), stage_run("train_tokenizer", {}):
+        raise StopRequested("stopped by SIGTERM at step 3", 15)
+    assert [r.info.status for r in read_runs(workspace)] == ["KILLED", "KILLED"]
+
+
+def test_runs_left_running_by_a_dead_process_are_marked_killed(workspace: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    client = mlflow.MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    with stage_run("sample", {}) as finished:
+        pass
+    experiment_id = finished.info.experiment_id
+    host = socket.gethostname()
+    orphan, alive, other_stage = (
+        client.create_run(experiment_id, tags={"stage": stage, "host": host, "pid": str(pid)})
+        for stage, pid in (("sample", dead.pid), ("sample", os.getpid()), ("evaluate", dead.pid))
+    )
+    with stage_run("sample", {}):  # the stage starts again
+        pass
+    status = {r.info.run_id: r.info.status for r in read_runs(workspace)}
+    assert status[orphan.info.run_id] == "KILLED"  # its process is gone: SIGKILL, power cut
+    assert status[alive.info.run_id] == "RUNNING"  # a live process may still be working
+    assert status[other_stage.info.run_id] == "RUNNING"  # another stage's business
+    assert status[finished.info.run_id] == "FINISHED"

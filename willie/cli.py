@@ -42,8 +42,9 @@ def run_stage(
     metrics. Under `torchrun` every rank works; only rank 0 tracks and writes metrics."""
     from willie.atomic import write_json
     from willie.config import load_section
-    from willie.errors import WillieError
+    from willie.errors import StopRequested, WillieError
 
+    training = stage.startswith("train")
     main_process = int(os.environ.get("RANK", 0)) == 0
     try:
         config = load_section(section, params)
@@ -70,6 +71,18 @@ def run_stage(
             metrics = work(config, None)
             if metrics_path is not None and main_process:
                 write_json(metrics_path, metrics)
+    except StopRequested as e:
+        typer.secho(f"willie {stage}: {e}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        typer.secho(
+            f"willie {stage}: interrupted (Ctrl-C). Nothing was published: the stage writes its "
+            "outputs whole or not at all, so they are as the last complete run left them"
+            + (" (training keeps its last checkpoint, and resumes from it)" if training else ""),
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        raise typer.Exit(130) from None
     except WillieError as e:
         typer.secho(f"willie {stage}: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None

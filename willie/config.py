@@ -429,6 +429,53 @@ def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
     return params
 
 
+def _cross_section_problems(cfg: dict[str, Any]) -> list[str]:
+    """Rules that tie sections together, which no single section can check."""
+    problems = []
+    pre, tok, sr, smp = cfg["preprocess"], cfg["tokenizer"], cfg["superres"], cfg["sample"]
+    if tok.size > min(pre.size):
+        problems.append(
+            f"tokenizer.size ({tok.size}) must be ≤ preprocess.size {list(pre.size)}: the "
+            "tokenizer area-downsamples the stored clips, it does not upscale them"
+        )
+    if smp.upscale and pre.size != (tok.size * sr.scale, tok.size * sr.scale):
+        problems.append(
+            f"superres.scale ({sr.scale}) × tokenizer.size ({tok.size}) must equal "
+            f"preprocess.size {list(pre.size)}: the super-resolution model upscales the "
+            "tokenizer's frames to the stored size. Set superres.scale = preprocess.size / "
+            "tokenizer.size, or sample.upscale: false"
+        )
+    if smp.prompt_frames > pre.clip_frames:
+        problems.append(
+            f"sample.prompt_frames ({smp.prompt_frames}) must be ≤ preprocess.clip_frames "
+            f"({pre.clip_frames}): prompts are the first frames of a val clip"
+        )
+    return problems
+
+
+def validate_params(params: dict[str, Any]) -> dict[str, Section]:
+    """Every section of `params.yaml` and the rules between them, all at once: a typo in a
+    late stage's section fails the first stage, before any work, with every problem named."""
+    problems = [
+        f"{name}: unknown section. Sections: {', '.join(SECTIONS)}"
+        for name in params
+        if name not in SECTIONS
+    ]
+    configs: dict[str, Section] = {}
+    for name, model in SECTIONS.items():
+        try:
+            configs[name] = parse_section(name, params.get(name), model)
+        except WillieError as e:
+            problems += str(e).removeprefix(f"invalid {PARAMS_FILE}:").strip().splitlines()
+    if not problems:
+        problems = _cross_section_problems(configs)
+    if problems:
+        raise WillieError(
+            f"invalid {PARAMS_FILE}:\n  " + "\n  ".join(line.strip() for line in problems)
+        )
+    return configs
+
+
 def load_section(section: str, path: str | os.PathLike[str] = PARAMS_FILE) -> Section:
-    """Read and validate one section of `params.yaml`."""
-    return parse_section(section, load_params(path).get(section), SECTIONS[section])
+    """Read and validate `params.yaml` (every section: see `validate_params`); return one."""
+    return validate_params(load_params(path))[section]

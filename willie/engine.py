@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from willie.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from willie.config import TrainingSection
-from willie.errors import WillieError
+from willie.errors import StopRequested, WillieError
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,12 @@ class TrainSettings:
         return cls(**{name: getattr(section, name) for name in names}, **overrides)
 
 
+# Signals that stop training at the next step boundary, after a checkpoint.
+_STOP_SIGNALS = {signal.SIGTERM: "stopped by SIGTERM", signal.SIGINT: "interrupted (Ctrl-C)"}
+
+
 class NonFiniteError(WillieError):
     """Training produced NaN or inf; the last checkpoint is left as it was."""
-
-
-class StopRequested(WillieError):
-    """SIGTERM arrived; a checkpoint was written and the run can be resumed."""
 
 
 def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
@@ -244,7 +244,7 @@ class Engine:
         self._states: dict[str, Any] = {}
         self._optimizers: dict[str, tuple[torch.optim.Optimizer, Any, list[nn.Parameter]]] = {}
         self._emas: list[tuple[EMA, nn.Module]] = []
-        self._stop_requested = False
+        self._stop_requested = 0  # the signal that asked the run to stop, 0: none
         self._finished: list[Path] = []  # a finished run's checkpoints, replaced by this run's
         self.step = 0
         self.seed_everything(settings.seed)
@@ -444,7 +444,7 @@ class Engine:
         """
         s = self.settings
         samples_per_step = samples_per_step or s.batch_size
-        previous = signal.signal(signal.SIGTERM, self._request_stop)
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in _STOP_SIGNALS}
         progress = _Progress(self.is_main, s.max_steps, self.step, rate_name)
         try:
             while self.step < s.max_steps:
@@ -467,18 +467,29 @@ class Engine:
                 progress.update(self.step, metrics)
                 if self._stop_requested:
                     self.save()
+                    how = _STOP_SIGNALS[self._stop_requested]
                     raise StopRequested(
-                        f"stopped by SIGTERM at step {self.step}; the checkpoint in "
-                        f"{self.checkpoint_dir} resumes it: run the stage again"
+                        f"{how} at step {self.step} of {s.max_steps}; kept: the checkpoint in "
+                        f"{self.checkpoint_dir}, which resumes it (run the stage again); nothing "
+                        "was published, the stage's outputs are as before",
+                        self._stop_requested,
                     )
                 if self.step % s.checkpoint_every == 0 or self.step == s.max_steps:
                     self.save()
         finally:
             progress.close()
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
-        self._stop_requested = True
+        if signum == signal.SIGINT and self._stop_requested:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+        self._stop_requested = signum
+        if signum == signal.SIGINT and self.is_main:
+            print(
+                "\nCtrl-C: finishing this step and saving a checkpoint (Ctrl-C again: stop now)",
+                file=sys.stderr,
+            )
 
 
 def _rng_state() -> dict[str, Any]:

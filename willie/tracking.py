@@ -10,11 +10,15 @@ fixed when the experiment is created (MLflow's default is relative to the workin
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from willie.errors import StopRequested
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun
@@ -80,7 +84,8 @@ def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[ActiveRun]:
     """Open the MLflow run of one stage execution, tagged and with its params logged.
 
     Inside the block use `mlflow.log_metric(s)` / `mlflow.log_artifact` as usual. The run ends
-    FINISHED, or FAILED when the block raises.
+    FINISHED; KILLED when Ctrl-C or SIGTERM stops it; FAILED when the block raises. Earlier runs
+    of the stage whose process died without a word (SIGKILL) are marked KILLED first.
     """
     import mlflow
 
@@ -92,7 +97,48 @@ def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[ActiveRun]:
         tags["git_commit"] = tags["mlflow.source.git.commit"] = commit
     if exp_name := os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = exp_name
+    tags |= {"host": socket.gethostname(), "pid": str(os.getpid())}
     run_name = f"{stage} ({exp_name})" if exp_name else stage
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+    mark_dead_runs_killed(mlflow.MlflowClient(), experiment_id, stage)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    try:
         mlflow.log_params({k: str(v) for k, v in flatten(params).items()})
         yield run
+    except (KeyboardInterrupt, StopRequested):
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def mark_dead_runs_killed(client: Any, experiment_id: str, stage: str) -> list[str]:
+    """End as KILLED the stage's runs left RUNNING by a process of this host that is gone
+    (SIGKILL, a power cut): MLflow never heard they ended. Returns their run ids."""
+    runs = client.search_runs(
+        [experiment_id], f"tags.stage = '{stage}' and attributes.status = 'RUNNING'"
+    )
+    host, killed = socket.gethostname(), []
+    for run in runs:
+        tags = run.data.tags
+        pid = tags.get("pid", "")
+        if tags.get("host") == host and pid.isdigit() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            killed.append(run.info.run_id)
+    if killed:
+        print(
+            f"MLflow: {len(killed)} earlier `{stage}` run(s) whose process is gone marked KILLED",
+            file=sys.stderr,
+        )
+    return killed
