@@ -14,6 +14,7 @@ from willie.checkpoint import save_artifact
 from willie.config import EvaluateConfig, SampleConfig, TokenizerConfig, parse_section
 from willie.errors import WillieError
 from willie.evaluation.report import run_evaluate
+from willie.gallery import prompt_border_width
 from willie.sample import run_sample
 from willie.superres.model import SuperResArch, VideoSuperRes
 from willie.tokenizer.model import TokenizerArch, VideoTokenizer
@@ -152,3 +153,19 @@ def test_missing_i3d_weights_file_is_a_clear_error(project: Path, tmp_path: Path
     cfg = EvaluateConfig(i3d_weights=str(tmp_path / "rgb_imagenet.pt"), device="cpu")
     with pytest.raises(WillieError, match=r"rgb_imagenet\.pt: no such file"):
         evaluate_in(project, cfg)
+
+
+def test_prompt_frames_in_the_videos_are_the_real_footage(gallery) -> None:
+    # The gallery says dashed frames are real footage: they must be, not the tokenizer's
+    # reconstruction of it.
+    out, _ = gallery
+    index = json.loads((out / "samples.json").read_text())
+    cont = next(s for s in index["samples"] if s["prompt_frames"])
+    with av.open(str(out / cont["files"]["prompt_gif"])) as container:
+        real = np.stack([f.to_ndarray(format="gray") for f in container.decode(video=0)])
+    with av.open(str(out / cont["files"]["mp4"])) as container:
+        shown = np.stack([f.to_ndarray(format="gray") for f in container.decode(video=0)])
+    b = prompt_border_width(*real.shape[1:])
+    inner = (slice(None), slice(b, -b), slice(b, -b))
+    error = np.abs(shown[:5].astype(float) - real.astype(float))[inner].mean()
+    assert error < 6, f"prompt frames differ from the real footage by {error:.1f} gray levels"

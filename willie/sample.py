@@ -205,6 +205,9 @@ def run_sample(
             seconds = time.perf_counter() - t0
             token_seconds += seconds
             for row in range(group.size):
+                video = models.decode(tokens[row, 1:])  # [T, H, W] uint8
+                if group.real:  # the prompt as the real footage, not its reconstruction
+                    video[: cfg.prompt_frames] = group.real[row]
                 settings = {
                     "seed": seed,
                     "batch_row": row,
@@ -218,7 +221,7 @@ def run_sample(
                 samples.append(
                     Sample(
                         f"{group.name}_{row:03d}",
-                        models.decode(tokens[row, 1:]),
+                        video,
                         cfg.prompt_frames if group.real else 0,
                         settings,
                         group.real[row] if group.real else None,
