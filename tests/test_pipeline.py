@@ -160,6 +160,8 @@ def test_dvc_repro_runs_every_stage(project: tuple[Path, dict[str, str]]) -> Non
     assert keys <= set(evaluation)
     plots = run(["dvc", "plots", "show", "--json"], root, env)
     assert "recon_psnr_by_frame" in plots and "transformer_loss" in plots
+    for name in ("transformer_loss", "recon_psnr_by_frame", "realism_by_second"):
+        assert (root / f"metrics/plots/{name}.png").is_file(), name
 
     runs = runs_by_stage(root)
     assert set(runs) == STAGES
@@ -176,6 +178,9 @@ def test_dvc_repro_runs_every_stage(project: tuple[Path, dict[str, str]]) -> Non
     assert "recon_loss" in tokenizer_run.data.metrics  # step metrics, logged as it trains
     logged = {a.path for a in client_for(root).list_artifacts(tokenizer_run.info.run_id)}
     assert {"recon.gif", "MODEL_CARD.md", "tokenizer.json"} <= logged
+    evaluate_run = runs["evaluate"][-1]
+    logged = {a.path for a in client_for(root).list_artifacts(evaluate_run.info.run_id)}
+    assert {"realism_by_second.png", "frame_change.png", "recon_psnr_by_frame.png"} <= logged
 
     # Nothing changed: nothing re-runs, so no new MLflow run either.
     run(["dvc", "repro"], root, env)

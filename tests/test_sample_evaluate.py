@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.test_superres import write_clips
 from willie.checkpoint import save_artifact
@@ -147,6 +148,9 @@ def test_evaluate_scores_models_and_samples_and_writes_plots(project: Path, gall
     assert metrics["baseline_val_bits_per_token"] > 0
     realism = (project / "metrics/plots/realism_by_second.csv").read_text().splitlines()
     assert realism[0] == "second,samples,heldout_real" and len(realism) == 1 + 1
+    for name in ("recon_psnr_by_frame", "frame_change", "realism_by_second"):  # offline views
+        with Image.open(project / f"metrics/plots/{name}.png") as png:
+            assert png.format == "PNG" and png.size == (800, 450)
 
 
 def test_missing_i3d_weights_file_is_a_clear_error(project: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from willie.atomic import write_json
 from willie.config import TransformerConfig, parse_section
@@ -374,6 +375,8 @@ def test_stage_learns_the_pattern_and_publishes_a_loadable_model(token_dir, tmp_
     assert curve[0] == "step,bits_per_token" and len(curve) == 1 + 10
     val_curve = (plots / "transformer_val_loss.csv").read_text().splitlines()
     assert len(val_curve) == 1 + 2
+    with Image.open(plots / "transformer_loss.png") as png:  # both curves, readable offline
+        assert png.format == "PNG" and png.size == (800, 450)
     # The published figure is the best evaluation's, as the val curve recorded it.
     at_best = dict(line.split(",") for line in val_curve[1:])[str(metrics["best_step"])]
     assert float(at_best) == pytest.approx(metrics["val_bits_per_token"], rel=1e-4)

@@ -204,6 +204,9 @@ def train_transformer(
         out / "config.json",
         plots / "transformer_train_loss.csv",
         plots / "transformer_val_loss.csv",
+        plots / "transformer_loss.png",
+        plots / "transformer_val_realism.csv",
+        plots / "transformer_val_realism.png",
     )
     run_stage("train_transformer", "transformer", params, metrics, track, work, artifacts)
 
@@ -273,7 +276,11 @@ def evaluate(
 
         return run_evaluate(cfg, samples_dir=samples, plots_dir=plots)
 
-    artifacts = (plots / "recon_psnr_by_frame.csv", plots / "frame_change.csv")
+    artifacts = tuple(
+        plots / f"{name}.{kind}"
+        for name in ("recon_psnr_by_frame", "realism_by_second", "frame_change")
+        for kind in ("csv", "png")
+    )
     run_stage("evaluate", "evaluate", params, metrics, track, work, artifacts)
 
 

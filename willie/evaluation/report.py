@@ -12,8 +12,6 @@ samples      cut into clip-length windows of generated frames (prompt frames lef
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from willie.atomic import read_json, write_bytes
+from willie.atomic import read_json
 from willie.config import EvaluateConfig
 from willie.data import ClipDataset, to_unit_range
 from willie.engine import resolve_device
@@ -41,6 +39,7 @@ from willie.evaluation.realism import (
     per_second,
     real_frames,
 )
+from willie.plots import write_plot
 from willie.superres.model import load_superres
 from willie.superres.train import evaluate as evaluate_superres
 from willie.tokenizer.model import VideoTokenizer, load_tokenizer
@@ -180,14 +179,6 @@ def decoded_streams(
     return FrameStats.of(torch.cat(frames)), torch.cat(ids)
 
 
-def csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return text.getvalue().encode()
-
-
 def run_evaluate(
     cfg: EvaluateConfig,
     *,
@@ -286,28 +277,34 @@ def run_evaluate(
         )
     metrics |= {"sample_clips": len(samples), "val_clips": len(val_clips)}
 
-    write_bytes(
-        plots_dir / "recon_psnr_by_frame.csv",
-        csv_bytes(["frame", "psnr"], [[t, round(float(v), 3)] for t, v in enumerate(by_frame)]),
+    write_plot(
+        plots_dir,
+        "recon_psnr_by_frame",
+        "Tokenizer reconstruction PSNR by frame of the clip (val)",
+        ["frame", "psnr"],
+        [[t, round(float(v), 3)] for t, v in enumerate(by_frame)],
+        "PSNR (dB)",
     )
-    write_bytes(
-        plots_dir / "realism_by_second.csv",
-        csv_bytes(
-            ["second", "samples", "heldout_real"],
-            [
-                [t, round(float(v), 4), round(metrics["realism_heldout_real"], 4)]
-                for t, v in enumerate(realism_curve)
-            ],
-        ),
+    write_plot(
+        plots_dir,
+        "realism_by_second",
+        "Realism by second of generated video (best SSIM against the real frames)",
+        ["second", "samples", "heldout_real"],
+        [
+            [t, round(float(v), 4), round(metrics["realism_heldout_real"], 4)]
+            for t, v in enumerate(realism_curve)
+        ],
+        "realism (SSIM)",
     )
-    write_bytes(
-        plots_dir / "frame_change.csv",
-        csv_bytes(
-            ["frame", "samples", "real"],
-            [
-                [t + 1, round(float(a), 5), round(float(b), 5)]
-                for t, (a, b) in enumerate(zip(change_samples, change_real, strict=True))
-            ],
-        ),
+    write_plot(
+        plots_dir,
+        "frame_change",
+        "Mean absolute change from the previous frame, samples vs real val clips",
+        ["frame", "samples", "real"],
+        [
+            [t + 1, round(float(a), 5), round(float(b), 5)]
+            for t, (a, b) in enumerate(zip(change_samples, change_real, strict=True))
+        ],
+        "mean |frame − previous| ([0, 1])",
     )
     return {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}

@@ -9,8 +9,6 @@ its loss curves go to MLflow and to DVC plots.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from collections.abc import Callable
@@ -19,11 +17,11 @@ from typing import Any
 
 import torch
 
-from willie.atomic import write_bytes
 from willie.checkpoint import render_model_card, save_artifact
 from willie.checksums import file_checksums
 from willie.config import TransformerConfig
 from willie.engine import Engine, TrainSettings, autocast
+from willie.plots import write_csv, write_plot, write_png
 from willie.transformer.attention import resolve_backend
 from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import ScoringWindows, TokenManifest, TokenStreams, TokenWindows
@@ -116,12 +114,22 @@ class Curves:
     def add(self, curve: str, step: int, value: float) -> None:
         self.rows.setdefault(curve, []).append([float(step), value])
 
-    def csv(self, curve: str, column: str = "bits_per_token") -> bytes:
-        text = io.StringIO()
-        writer = csv.writer(text)
-        writer.writerow(["step", column])
-        writer.writerows([int(step), round(value, 5)] for step, value in self.rows[curve])
-        return text.getvalue().encode()
+    def write(self, plots_dir: Path) -> None:
+        """The loss curves (CSV each, one PNG of both) and the probe's realism (CSV + PNG)."""
+        series = {}
+        for split in ("train", "val"):
+            rows = [[int(step), round(value, 5)] for step, value in self.rows[split]]
+            write_csv(plots_dir / f"transformer_{split}_loss.csv", ["step", "bits_per_token"], rows)
+            series[split] = ([r[0] for r in rows], [r[1] for r in rows])
+        title = "Transformer loss (bits per token)"
+        write_png(plots_dir / "transformer_loss.png", title, "step", "bits per token", series)
+        write_plot(  # empty when no probe ran (select: val_bits)
+            plots_dir,
+            "transformer_val_realism",
+            "Realism of the probe samples at each evaluation (the published step: the best)",
+            ["step", "realism"],
+            [[int(step), round(value, 5)] for step, value in self.rows.get("realism", [])],
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -277,9 +285,5 @@ def train_transformer(
             "attention_backend": backend,
         }
         save_artifact(out_dir, ema.module, config, model_card(cfg, arch, metrics, backend))
-        for split in ("train", "val"):
-            write_bytes(plots_dir / f"transformer_{split}_loss.csv", curves.csv(split))
-        if probe is not None:
-            realism_csv = curves.csv("realism", "realism")
-            write_bytes(plots_dir / "transformer_val_realism.csv", realism_csv)
+        curves.write(plots_dir)
     return metrics
