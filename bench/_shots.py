@@ -21,6 +21,7 @@ from _common import REPO
 from willie.atomic import write_json
 from willie.config import PreprocessConfig
 from willie.data import ClipDataset
+from willie.download import manifest_of
 from willie.preprocess import run_preprocess
 
 DATA = REPO.parent / "shared" / "data"
@@ -34,7 +35,7 @@ def _clips_by_scene(video: Path, size: int, stride: int, workdir: Path) -> dict[
     raw = workdir / video.stem / "raw"
     raw.mkdir(parents=True)
     (raw / video.name).symlink_to(video)
-    write_json(raw / "manifest.json", {"source": "file", "file": video.name})
+    write_json(raw / "manifest.json", manifest_of(raw, [video.name]))
     clips_dir = workdir / video.stem / "clips"
     run_preprocess(PreprocessConfig(size=size, stride=stride), raw, clips_dir)
     by_scene: dict[int, list[torch.Tensor]] = {}

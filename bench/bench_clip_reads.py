@@ -22,6 +22,7 @@ from _common import machine, shared_clip
 from willie.atomic import write_json
 from willie.config import PreprocessConfig
 from willie.data import ClipDataset
+from willie.download import manifest_of
 from willie.preprocess import run_preprocess
 from willie.shards import ClipRow, ClipShards, ClipShardWriter
 from willie.video import Box, iter_gray_frames
@@ -47,11 +48,11 @@ def main() -> None:
         raw = root / "raw"
         raw.mkdir()
         (raw / clip.name).symlink_to(clip)
-        write_json(raw / "manifest.json", {"source": "file", "file": clip.name})
+        write_json(raw / "manifest.json", manifest_of(raw, [clip.name]))
         run_preprocess(PreprocessConfig(size=128), raw, root / "clips")
         real = ClipShards(root / "clips" / "train")
         manifest = json.loads((root / "clips" / "manifest.json").read_text())
-        box = Box(**manifest["crop_box"]["used"])
+        box = Box(**manifest["files"][0]["crop_box"]["used"])
 
         big = root / "big"
         with ClipShardWriter(big / "train", real.clip_shape) as writer:

@@ -19,6 +19,7 @@ from _common import machine, median_seconds, shared_clip
 
 from willie.atomic import write_json
 from willie.config import PreprocessConfig
+from willie.download import manifest_of
 from willie.preprocess import run_preprocess
 
 
@@ -48,7 +49,7 @@ def main() -> None:
         raw = Path(tmp) / "raw"
         raw.mkdir()
         (raw / clip.name).symlink_to(clip)
-        write_json(raw / "manifest.json", {"source": "file", "file": clip.name})
+        write_json(raw / "manifest.json", manifest_of(raw, [clip.name]))
         cfg = PreprocessConfig()
 
         def stage() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CLIP = REPO.parent / "shared" / "data" / "steamboat_willie_opening.mp4"
+SHARED_CLIP_WITH_SOUND = REPO.parent / "shared" / "data" / "steamboat_willie_0-18s.mp4"
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +17,14 @@ def shared_clip() -> Path:
     if not SHARED_CLIP.is_file():
         pytest.skip(f"real footage not available: {SHARED_CLIP} is absent (../shared missing)")
     return SHARED_CLIP
+
+
+@pytest.fixture(scope="session")
+def shared_clip_with_sound() -> Path:
+    """18.7 s of the real film (the boat, then Mickey at the wheel; 854×480, 23.976 fps, AAC)."""
+    if not SHARED_CLIP_WITH_SOUND.is_file():
+        pytest.skip(f"real footage not available: {SHARED_CLIP_WITH_SOUND} is absent")
+    return SHARED_CLIP_WITH_SOUND
 
 
 @pytest.fixture(autouse=True)

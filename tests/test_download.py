@@ -19,9 +19,10 @@ from urllib.parse import quote
 import pytest
 
 from willie.checksums import file_checksums
-from willie.config import DataConfig
+from willie.config import DataConfig, parse_section
 from willie.download import ArchiveFile, cached_path, pick_file, run_download
 from willie.errors import WillieError
+from willie.synthetic import render_synthetic_film
 from willie.video import VideoError, probe
 
 CLIP_SHA256 = "1064fe5d826b4542ac6986dadaddebfaffdab8cb2907dc4619c2b6bac6e9e6bd"
@@ -157,18 +158,18 @@ def test_download_is_identical_to_the_source_with_its_manifest(
     video = tmp_path / "raw" / VIDEO_NAME
     assert video.read_bytes() == archive.video
     assert json.loads((tmp_path / "raw" / "manifest.json").read_text()) == manifest
-    assert manifest["source"] == "archive.org"
-    assert manifest["url"] == f"{archive.url}/download/{ITEM}/{quote(VIDEO_NAME)}"
-    assert manifest["item"] == ITEM
-    assert manifest["file"] == VIDEO_NAME
-    assert manifest["bytes"] == len(archive.video)
-    assert manifest["md5"] == hashlib.md5(archive.video).hexdigest()
-    assert manifest["sha1"] == hashlib.sha1(archive.video).hexdigest()
-    assert manifest["sha256"] == CLIP_SHA256
-    assert manifest["fps"] == pytest.approx(29.97, abs=0.01)
-    assert (manifest["width"], manifest["height"], manifest["frames"]) == (640, 480, 210)
-    assert manifest["duration_s"] == pytest.approx(7.0, abs=0.1)
-    assert manifest["codec"] == "h264"
+    assert manifest["source"] == "archive.org" and manifest["item"] == ITEM
+    (entry,) = manifest["files"]
+    assert entry["url"] == f"{archive.url}/download/{ITEM}/{quote(VIDEO_NAME)}"
+    assert entry["file"] == VIDEO_NAME
+    assert entry["bytes"] == manifest["total"]["bytes"] == len(archive.video)
+    assert entry["md5"] == hashlib.md5(archive.video).hexdigest()
+    assert entry["sha1"] == hashlib.sha1(archive.video).hexdigest()
+    assert entry["sha256"] == CLIP_SHA256
+    assert entry["fps"] == pytest.approx(29.97, abs=0.01)
+    assert (entry["width"], entry["height"], entry["frames"]) == (640, 480, 210)
+    assert entry["duration_s"] == pytest.approx(7.0, abs=0.1)
+    assert entry["codec"] == "h264" and entry["audio"] is None  # the opening has no sound
     assert cache_files(tmp_path) == [cached_path(ITEM, VIDEO_NAME)]
 
 
@@ -321,17 +322,17 @@ def test_file_source_copies_the_video_with_its_checksums(shared_clip: Path, tmp_
     manifest = download(DataConfig(source="file", path=str(shared_clip)), tmp_path / "raw")
 
     assert (tmp_path / "raw" / shared_clip.name).read_bytes() == shared_clip.read_bytes()
-    assert manifest["source"] == "file"
-    assert manifest["url"] is None
-    assert "item" not in manifest
-    assert manifest["file"] == shared_clip.name
-    assert manifest["sha256"] == CLIP_SHA256
-    assert manifest["frames"] == 210
+    assert manifest["source"] == "file" and "item" not in manifest
+    (entry,) = manifest["files"]
+    assert entry["url"] is None
+    assert entry["file"] == shared_clip.name
+    assert entry["sha256"] == CLIP_SHA256
+    assert entry["frames"] == 210
 
 
 def test_file_source_missing_path_names_the_key(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.mp4"
-    with pytest.raises(WillieError, match=r"data\.path.*no such file"):
+    with pytest.raises(WillieError, match=r"data\.path.*no such file or directory"):
         download(DataConfig(source="file", path=str(missing)), tmp_path / "raw")
 
 
@@ -366,9 +367,99 @@ def test_synthetic_source_writes_a_probeable_film(tmp_path: Path) -> None:
 
     info = probe(tmp_path / "raw" / "synthetic_willie.mp4")
     assert manifest["source"] == "synthetic"
-    assert manifest["file"] == "synthetic_willie.mp4"
     assert (manifest["seed"], manifest["seconds"]) == (3, 1.0)
-    assert manifest["frames"] == info.frames == 24
-    assert manifest["codec"] == "h264"
-    assert "picture_box" in manifest and "cut_frames" in manifest
-    assert manifest["sha256"] == file_checksums(tmp_path / "raw" / "synthetic_willie.mp4").sha256
+    (entry,) = manifest["files"]
+    assert entry["file"] == "synthetic_willie.mp4"
+    assert entry["frames"] == info.frames == 24
+    assert entry["codec"] == "h264"
+    assert "picture_box" in entry and "cut_frames" in entry
+    assert entry["sha256"] == file_checksums(tmp_path / "raw" / "synthetic_willie.mp4").sha256
+
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of two short synthetic films and a file that is not a video."""
+    folder = tmp_path_factory.mktemp("films")
+    render_synthetic_film(folder / "b_second.mp4", seed=2, seconds=1.0)
+    render_synthetic_film(folder / "a_first.mp4", seed=1, seconds=1.5)
+    (folder / "notes.txt").write_text("not a film\n")
+    return folder
+
+
+def test_a_directory_is_every_video_in_it_by_name(films: Path, tmp_path: Path) -> None:
+    manifest = download(DataConfig(source="file", path=str(films)), tmp_path / "raw")
+    assert [f["file"] for f in manifest["files"]] == ["a_first.mp4", "b_second.mp4"]
+    assert [f["frames"] for f in manifest["files"]] == [36, 24]
+    assert manifest["total"] == {
+        "files": 2,
+        "bytes": sum(f["bytes"] for f in manifest["files"]),
+        "frames": 60,
+        "duration_s": pytest.approx(2.5, abs=0.05),
+        "with_audio": 0,
+    }
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [
+        "a_first.mp4",
+        "b_second.mp4",
+        "manifest.json",
+    ]
+
+
+def test_a_list_keeps_its_order(films: Path, tmp_path: Path) -> None:
+    paths = [str(films / "b_second.mp4"), str(films / "a_first.mp4")]
+    manifest = download(DataConfig(source="file", path=paths), tmp_path / "raw")
+    assert [f["file"] for f in manifest["files"]] == ["b_second.mp4", "a_first.mp4"]
+    for entry in manifest["files"]:
+        assert entry["sha256"] == file_checksums(films / entry["file"]).sha256
+
+
+def test_one_bad_file_is_named_and_nothing_is_written(films: Path, tmp_path: Path) -> None:
+    paths = [str(films / "a_first.mp4"), str(films / "notes.txt")]
+    with pytest.raises(VideoError, match=r"data\.path file '.*notes\.txt' is not a usable video"):
+        download(DataConfig(source="file", path=paths), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+    with pytest.raises(VideoError, match=r"data\.path = '.*gone\.mp4': no such file"):
+        download(
+            DataConfig(source="file", path=[paths[0], str(films / "gone.mp4")]), tmp_path / "raw"
+        )
+    assert not (tmp_path / "raw").exists()
+
+
+def test_two_files_of_one_name_are_refused(films: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a_first.mp4").symlink_to(films / "a_first.mp4")
+    paths = [str(films / "a_first.mp4"), str(other / "a_first.mp4")]
+    with pytest.raises(WillieError, match=r"two files called a_first\.mp4: .* rename one"):
+        download(DataConfig(source="file", path=paths), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_an_empty_list_or_a_folder_without_videos_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(WillieError, match=r"data\.path = \[\]: an empty list"):
+        parse_section("data", {"source": "file", "path": []}, DataConfig)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VideoError, match="a directory with no video in it"):
+        download(DataConfig(source="file", path=str(tmp_path / "empty")), tmp_path / "raw")
+
+
+def test_the_manifest_describes_each_files_sound(
+    shared_clip: Path, shared_clip_with_sound: Path, tmp_path: Path
+) -> None:
+    paths = [str(shared_clip), str(shared_clip_with_sound)]
+    manifest = download(DataConfig(source="file", path=paths), tmp_path / "raw")
+    silent, sound = manifest["files"]
+    assert silent["audio"] is None
+    assert sound["audio"] == {"codec": "aac", "sample_rate": 48000, "channels": 2}
+    assert (sound["width"], sound["height"]) == (854, 480)
+    assert sound["fps"] == pytest.approx(23.976, abs=0.01)
+    assert manifest["total"]["with_audio"] == 1
+    assert manifest["total"]["duration_s"] == pytest.approx(7.0 + 18.72, abs=0.1)
+
+
+def test_archive_file_names_are_all_checked_before_any_download(
+    archive: FakeArchive, tmp_path: Path
+) -> None:
+    cfg = archive_cfg(archive.url, file_name=[VIDEO_NAME, "reel2.mp4"])
+    with pytest.raises(WillieError, match=r"data\.file_name = 'reel2\.mp4' is not a file"):
+        download(cfg, tmp_path / "raw")
+    assert archive.video_requests == [] and not (tmp_path / "raw").exists()

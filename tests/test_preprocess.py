@@ -17,18 +17,24 @@ from willie.preprocess import (
     frame_differences,
     retime,
     run_preprocess,
+    same_shots,
     split_clips,
 )
 from willie.shards import ClipShards
+from willie.synthetic import render_synthetic_film
 from willie.video import Box, probe
 
 
-def make_raw_dir(root: Path, video: Path) -> Path:
-    """A `download`-stage output pointing at `video` (linked, never copied into the project)."""
+def make_raw_dir(root: Path, *videos: Path) -> Path:
+    """A `download`-stage output pointing at `videos` (linked, never copied into the project);
+    its manifest names them only, so that broken files reach `preprocess`."""
     raw = root / "raw"
     raw.mkdir()
-    (raw / video.name).symlink_to(video)
-    write_json(raw / "manifest.json", {"source": "file", "file": video.name, "sha256": None})
+    for video in videos:
+        (raw / video.name).symlink_to(video)
+    write_json(
+        raw / "manifest.json", {"source": "file", "files": [{"file": v.name} for v in videos]}
+    )
     return raw
 
 
@@ -158,3 +164,61 @@ def test_crash_mid_write_leaves_previous_output(
         run_preprocess(PreprocessConfig(), real_clips[0].parent / "raw", clips_dir)
     assert sorted(p.relative_to(clips_dir) for p in clips_dir.rglob("*")) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporaries left"
+
+
+@pytest.fixture(scope="module")
+def two_films(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A corpus of two synthetic films of different frame rates, preprocessed."""
+    root = tmp_path_factory.mktemp("corpus")
+    a, b = root / "a.mp4", root / "b.mp4"
+    render_synthetic_film(a, seed=1, seconds=6, fps=24)
+    render_synthetic_film(b, seed=2, seconds=6, fps=30)  # re-timed to 24 on its own terms
+    cfg = PreprocessConfig(size=64, clip_frames=9, stride=8, val_fraction=0.3)
+    metrics = run_preprocess(cfg, make_raw_dir(root, a, b), root / "clips")
+    return root / "clips", metrics
+
+
+def test_a_corpus_is_preprocessed_file_by_file(two_films: tuple[Path, dict]) -> None:
+    clips_dir, metrics = two_films
+    manifest = json.loads((clips_dir / "manifest.json").read_text())
+    first, second = manifest["files"]
+    assert (first["file"], second["file"]) == ("a.mp4", "b.mp4")
+    assert first["frames_kept"] == first["frames_decoded"] == 144  # 24 fps: kept as it is
+    assert second["frames_decoded"] == 180 and second["frames_kept"] < 180  # 30 → 24 fps
+    assert metrics["files"] == 2 and metrics["frames_kept"] == 144 + second["frames_kept"]
+    # Scene ids are unique across the corpus, and the file boundary is a cut.
+    scenes = manifest["scenes"]
+    assert [s["file"] for s in scenes] == ["a.mp4"] * len(first["scenes"]) + ["b.mp4"] * len(
+        second["scenes"]
+    )
+    assert any(s["start"] == 144 for s in scenes)
+    # No clip crosses a cut, the file boundary included; frame numbers are the corpus's.
+    shards = {split: ClipShards(clips_dir / split) for split in ("train", "val")}
+    for split, shard in shards.items():
+        for scene, frames in zip(shard.scene, shard.frame_indices, strict=True):
+            assert scenes[scene]["start"] <= frames[0] and frames[-1] < scenes[scene]["end"]
+            assert scenes[scene]["split"] == split
+    # Split by shot over the whole corpus: no shot on both sides.
+    shots = {split: {scenes[s]["shot"] for s in shard.scene} for split, shard in shards.items()}
+    assert manifest["split_rule"] == "by_scene" and shots["train"].isdisjoint(shots["val"])
+
+
+def test_the_same_shot_in_two_files_stays_on_one_side(
+    shared_clip: Path, shared_clip_with_sound: Path, tmp_path: Path
+) -> None:
+    # Both files open on the boat; the second goes on to Mickey at the wheel.
+    raw = make_raw_dir(tmp_path, shared_clip, shared_clip_with_sound)
+    metrics = run_preprocess(PreprocessConfig(size=64), raw, tmp_path / "clips")
+    scenes = json.loads((tmp_path / "clips" / "manifest.json").read_text())["scenes"]
+    boat_a, boat_b, wheel = scenes
+    assert (boat_a["file"], boat_b["file"]) == (shared_clip.name, shared_clip_with_sound.name)
+    assert boat_a["shot"] == boat_b["shot"] != wheel["shot"]
+    assert boat_a["split"] == boat_b["split"] != wheel["split"]
+    assert metrics["scenes"] == 3 and metrics["shots"] == 2
+
+
+def test_same_shots_groups_scenes_that_show_the_same_drawing() -> None:
+    rng = np.random.default_rng(0)
+    look_a, look_b = rng.integers(0, 255, (2, 32, 32)).astype(np.uint8)
+    frames = np.stack([look_a] * 10 + [look_b] * 10 + [np.clip(look_a + 10, 0, 255)] * 10)
+    assert same_shots(frames, [(0, 10), (10, 20), (20, 30)]) == [0, 1, 0]

@@ -17,6 +17,7 @@ from willie.atomic import write_json
 from willie.cli import app
 from willie.config import PreprocessConfig, TokenizerConfig
 from willie.data import ClipDataset
+from willie.download import manifest_of
 from willie.errors import WillieError
 from willie.preprocess import run_preprocess
 from willie.synthetic import render_synthetic_film
@@ -44,7 +45,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = root / "raw"
     raw.mkdir()
     render_synthetic_film(raw / "film.mp4", seed=3, seconds=8)
-    write_json(raw / "manifest.json", {"source": "synthetic", "file": "film.mp4"})
+    write_json(raw / "manifest.json", manifest_of(raw, ["film.mp4"], "synthetic"))
     run_preprocess(PreprocessConfig(size=32, clip_frames=9, stride=8), raw, root / "clips")
     return root / "clips"
 
@@ -144,7 +145,10 @@ def test_gan_training_runs_under_torchrun_with_two_cpu_processes(
     clips: Path, tmp_path: Path
 ) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"tokenizer": {**TINY, "max_steps": 6, "device": "cpu"}}))
+    tokenizer = {**TINY, "max_steps": 6, "device": "cpu"}
+    # the clips are 32×32, as the tokenizer's input: nothing for super-resolution to upscale
+    sections = {"preprocess": {"size": 32}, "tokenizer": tokenizer, "sample": {"upscale": False}}
+    params.write_text(yaml.safe_dump(sections))
     command = [
         sys.executable,
         "-m",

@@ -113,8 +113,7 @@ def download(
         from willie.download import run_download
 
         manifest = run_download(cfg, out, progress=sys.stderr.isatty())
-        keys = ("bytes", "frames", "fps", "duration_s", "width", "height")
-        return {k: manifest[k] for k in keys}
+        return dict(manifest["total"])  # files, bytes, frames, duration_s, with_audio
 
     run_stage("download", "data", params, metrics, track, work, (out / "manifest.json",))
 

@@ -37,11 +37,16 @@ class DataConfig(Section):
     """`data`: where the film comes from (the `download` stage)."""
 
     source: Literal["archive.org", "file", "synthetic"] = "archive.org"
-    path: str | None = Field(None, description="the local video for source=file")
+    path: str | list[str] | None = Field(
+        None,
+        description="source=file: a video, a list of videos, or a directory (its videos, by name)",
+    )
     seed: int = Field(0, ge=0, description="seed of the synthetic cartoon")
     # archive.org
     item: str = Field("steamboat-willie-mickey", min_length=1)
-    file_name: str | None = Field(None, description="pick this file of the item, not the best")
+    file_name: str | list[str] | None = Field(
+        None, description="these files of the item (one or a list), not the best video"
+    )
     archive_url: str = Field("https://archive.org", description="base URL of the archive")
     retries: int = Field(5, ge=0, le=100)
     timeout_s: float = Field(30.0, gt=0)
@@ -55,12 +60,34 @@ class DataConfig(Section):
             raise ValueError("must start with http:// or https://")
         return url.rstrip("/")
 
+    @field_validator("path", "file_name")
+    @classmethod
+    def _names(cls, value: str | list[str] | None) -> str | list[str] | None:
+        names = [value] if isinstance(value, str) else value or []
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list names no file: give at least one, or leave it unset")
+        if any(not name.strip() for name in names):
+            raise ValueError("a file name must not be empty")
+        if len(set(names)) < len(names):
+            raise ValueError("names a file twice")
+        return value
+
+    @property
+    def paths(self) -> list[str]:
+        """`path` as a list (empty when unset)."""
+        return [self.path] if isinstance(self.path, str) else list(self.path or [])
+
+    @property
+    def file_names(self) -> list[str]:
+        """`file_name` as a list (empty: pick the item's best video)."""
+        return [self.file_name] if isinstance(self.file_name, str) else list(self.file_name or [])
+
     @model_validator(mode="after")
     def _path_for_file_source(self) -> DataConfig:
         if self.source == "file" and not self.path:
             raise ValueError(
-                "data.source=file needs data.path, the video to use "
-                "(e.g. dvc exp run -S data.source=file -S data.path=/videos/film.mp4)"
+                "data.source=file needs data.path: a video, a list of videos or a directory "
+                "(e.g. dvc exp run -S data.source=file -S 'data.path=[/films/a.mp4,/films/b.mp4]')"
             )
         return self
 

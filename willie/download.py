@@ -5,10 +5,12 @@ Sources (`data.source`):
 - `archive.org`: read the item's metadata (`{archive_url}/metadata/{item}`), pick one of its
   files, download it into a persistent cache with HTTP range resume, verify its size and
   md5/sha1 against the metadata, then hardlink (or copy) it into `raw_dir`.
-- `file`: a local video (`data.path`), accepted once PyAV decodes its first frame.
+- `file`: local videos (`data.path`: a file, a list, or a directory's videos sorted by name),
+  each accepted once PyAV decodes its first frame — all checked before any is copied.
 - `synthetic`: the procedurally drawn cartoon of `willie.synthetic`, for offline runs.
 
-Which file of the item: `data.file_name` when set (it must be one of the item's files).
+Which files of the item: `data.file_name` when set (one name or a list, each one of the item's
+files).
 Otherwise the largest file whose name has a video extension (`VIDEO_EXTENSIONS`) among the
 item's *original* uploads, or, when the item has no original video, among the *derivatives*
 archive.org transcoded from them. Ties go to the file listed first in the metadata.
@@ -21,7 +23,9 @@ connection dropped midway) is retried up to `data.retries` times with exponentia
 each retry continuing from the bytes already on disk. A download that does not match the
 metadata is deleted and refused.
 
-`raw_dir` is published atomically: a failed run leaves the previous one as it was.
+`raw_dir` is published atomically: a failed run leaves the previous one as it was. Its
+`manifest.json` lists each file (checksums, frame rate, size, duration, audio stream or none)
+and the corpus totals.
 """
 
 from __future__ import annotations
@@ -392,21 +396,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _manifest(
-    *,
-    source: str,
-    url: str | None,
+def file_entry(
     file: Path,
     sums: Checksums,
     info: VideoInfo,
-    item: str | None = None,
+    *,
+    url: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    manifest: dict[str, Any] = {"source": source, "url": url}
-    if item is not None:
-        manifest["item"] = item
-    manifest |= {
+    """One video's record in the manifest: where from, checksums, picture and sound."""
+    entry: dict[str, Any] = {
         "file": file.name,
+        "url": url,
         "bytes": sums.size,
         "md5": sums.md5,
         "sha1": sums.sha1,
@@ -417,8 +418,61 @@ def _manifest(
         "height": info.height,
         "frames": info.frames,
         "codec": info.codec,
+        "audio": _jsonable(info.audio),  # {codec, sample_rate, channels}, or None: silent
     }
-    return manifest | {key: _jsonable(value) for key, value in (extra or {}).items()}
+    return entry | {key: _jsonable(value) for key, value in (extra or {}).items()}
+
+
+def _manifest(source: str, files: list[dict[str, Any]], **about: Any) -> dict[str, Any]:
+    """`manifest.json`: the source, each file's entry, and the corpus totals."""
+    return {
+        "source": source,
+        **about,
+        "files": files,
+        "total": {
+            "files": len(files),
+            "bytes": sum(f["bytes"] for f in files),
+            "frames": sum(f["frames"] for f in files),
+            "duration_s": round(sum(f["duration_s"] for f in files), 3),
+            "with_audio": sum(f["audio"] is not None for f in files),
+        },
+    }
+
+
+def manifest_of(raw_dir: Path, names: list[str], source: str = "file") -> dict[str, Any]:
+    """The manifest `download` would write for videos already in `raw_dir` (benchmarks and
+    tests link the shared footage there instead of copying it)."""
+    paths = [raw_dir / name for name in names]
+    return _manifest(source, [file_entry(p, file_checksums(p), probe(p)) for p in paths])
+
+
+def _usable(path: Path, label: str, hint: str) -> VideoInfo:
+    """The video's properties, or a VideoError naming it (`label`) and what to do."""
+    try:
+        return probe(path)
+    except VideoError as e:
+        raise VideoError(f"{label} is not a usable video ({e}); {hint}") from None
+
+
+def _publish(
+    raw_dir: Path, sources: list[Path], make_manifest: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any]:
+    """Link every source into a fresh `raw_dir`, then write `make_manifest(that dir)`; all or
+    nothing. Returns the manifest."""
+    names = [p.name for p in sources]
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise WillieError(
+            f"data.path names two files called {', '.join(twice)}: data/raw keeps files by "
+            "name, so rename one of them"
+        )
+    with atomic_path(raw_dir) as temp:
+        temp.mkdir()
+        for source in sources:
+            _link_or_copy(source, temp / source.name)
+        manifest = make_manifest(temp)
+        write_json(temp / MANIFEST_FILE, manifest)
+    return manifest
 
 
 def _from_archive(
@@ -427,56 +481,65 @@ def _from_archive(
     with requests.Session() as session:
         session.headers["User-Agent"] = USER_AGENT
         files = fetch_item_files(session, cfg, retry_delay_s=retry_delay_s)
-        chosen = pick_file(cfg.item, files, cfg.file_name)
-        cached, sums = download_verified(
-            session, cfg, chosen, progress=progress, retry_delay_s=retry_delay_s
-        )
-    try:
-        info = probe(cached)
-    except VideoError as e:
-        raise VideoError(
-            f"{chosen.name!r} of archive.org item {cfg.item!r} is not a usable video ({e}); "
-            f"choose another with data.file_name"
-        ) from None
-    with atomic_path(raw_dir) as temp:
-        temp.mkdir()
-        video = temp / PurePosixPath(chosen.name).name
-        _link_or_copy(cached, video)
-        manifest = _manifest(
-            source="archive.org",
-            url=download_url(cfg, chosen.name),
-            item=cfg.item,
-            file=video,
-            sums=sums,
-            info=info,
-        )
-        write_json(temp / MANIFEST_FILE, manifest)
-    return manifest
+        chosen = [pick_file(cfg.item, files, name) for name in cfg.file_names] or [
+            pick_file(cfg.item, files)
+        ]
+        downloads = [
+            download_verified(session, cfg, f, progress=progress, retry_delay_s=retry_delay_s)
+            for f in chosen
+        ]
+    hint = "name other files of the item with data.file_name"
+    infos = [
+        _usable(cached, f"{f.name!r} of archive.org item {cfg.item!r}", hint)
+        for f, (cached, _) in zip(chosen, downloads, strict=True)
+    ]
+    entries = [
+        file_entry(cached, sums, info, url=download_url(cfg, f.name))
+        for f, (cached, sums), info in zip(chosen, downloads, infos, strict=True)
+    ]
+    manifest = _manifest("archive.org", entries, item=cfg.item)
+    return _publish(raw_dir, [cached for cached, _ in downloads], lambda _: manifest)
+
+
+def local_videos(paths: list[str]) -> list[Path]:
+    """`data.path` as video files: each path a file, or a directory of videos (sorted by name)."""
+    videos: list[Path] = []
+    for name in paths:
+        path = Path(name).expanduser()
+        if path.is_dir():
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+            )
+            if not found:
+                raise VideoError(
+                    f"data.path = {name!r} is a directory with no video in it (looked for "
+                    f"{', '.join(sorted(VIDEO_EXTENSIONS))})"
+                )
+            videos += found
+        elif path.is_file():
+            videos.append(path)
+        else:
+            raise VideoError(
+                f"data.path = {name!r}: no such file or directory. Point data.path at the film: "
+                "a file, a list of files or a directory "
+                "(dvc exp run -S data.source=file -S data.path=/path/to/film.mp4)"
+            )
+    return videos
 
 
 def _from_file(cfg: DataConfig, raw_dir: Path) -> dict[str, Any]:
-    source = Path(cfg.path or "").expanduser()
-    if not source.is_file():
-        raise VideoError(
-            f"data.path = {cfg.path!r}: no such file. Point data.path at the film "
-            f"(dvc exp run -S data.source=file -S data.path=/path/to/film.mp4)"
-        )
-    try:
-        info = probe(source)
-    except VideoError as e:
-        raise VideoError(
-            f"data.path = {cfg.path!r} is not a usable video ({e}). data.path must be a video "
-            f"file PyAV can decode (MP4, MKV, MOV, …)"
-        ) from None
-    with atomic_path(raw_dir) as temp:
-        temp.mkdir()
-        video = temp / source.name
-        _link_or_copy(source, video)
-        manifest = _manifest(
-            source="file", url=None, file=video, sums=file_checksums(video), info=info
-        )
-        write_json(temp / MANIFEST_FILE, manifest)
-    return manifest
+    videos = local_videos(cfg.paths)
+    hint = "data.path must name video files PyAV can decode (MP4, MKV, MOV, …)"
+    infos = [_usable(v, f"data.path file {str(v)!r}", hint) for v in videos]  # all, first
+
+    def manifest(temp: Path) -> dict[str, Any]:  # checksums of the copies, as stored
+        files = [
+            file_entry(temp / v.name, file_checksums(temp / v.name), info)
+            for v, info in zip(videos, infos, strict=True)
+        ]
+        return _manifest("file", files)
+
+    return _publish(raw_dir, videos, manifest)
 
 
 def _from_synthetic(cfg: DataConfig, raw_dir: Path) -> dict[str, Any]:
@@ -484,19 +547,13 @@ def _from_synthetic(cfg: DataConfig, raw_dir: Path) -> dict[str, Any]:
         temp.mkdir()
         video = temp / SYNTHETIC_FILE
         film = render_synthetic_film(video, seed=cfg.seed, seconds=cfg.synthetic_seconds)
-        manifest = _manifest(
-            source="synthetic",
-            url=None,
-            file=video,
-            sums=file_checksums(video),
-            info=probe(video),
-            extra={
-                "seed": cfg.seed,
-                "seconds": cfg.synthetic_seconds,
-                "picture_box": film.picture_box,
-                "cut_frames": film.cut_frames,
-            },
+        entry = file_entry(
+            video,
+            file_checksums(video),
+            probe(video),
+            extra={"picture_box": film.picture_box, "cut_frames": film.cut_frames},
         )
+        manifest = _manifest("synthetic", [entry], seed=cfg.seed, seconds=cfg.synthetic_seconds)
         write_json(temp / MANIFEST_FILE, manifest)
     return manifest
 

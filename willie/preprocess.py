@@ -1,8 +1,10 @@
 """The `preprocess` stage: the raw film → train/val Arrow clip shards.
 
-decode (PyAV, gray) → crop the black bars → area-resize to `preprocess.size` → drop the
-duplicates that re-timing 24 fps film to 29.97 fps video inserted → split at scene cuts →
-cut `clip_frames`-frame clips with `stride`, never across a cut → split train/val by scene.
+For each file of the corpus, on its own terms: decode (PyAV, gray) → crop its black bars →
+area-resize to `preprocess.size` → drop the duplicates that re-timing 24 fps film to 29.97 fps
+video inserted → split at its scene cuts. Then, over the corpus (a file boundary is a cut, scene
+ids are unique): group scenes that show the same shot → cut `clip_frames`-frame clips with
+`stride`, never across a cut → split train/val by shot, so no shot is on both sides.
 
 Bars are found on sample frames (keyframes across the film plus its first seconds), so the
 film is decoded once, with crop and resize done inside FFmpeg's filter graph.
@@ -27,6 +29,7 @@ PROBE_FRAMES = 6  # frames from the start, besides keyframes, used to find the b
 BAR_MARGIN = 2  # pixels shaved inside the detected picture: its edge is anti-aliased into the bar
 RETIME_MIN_RATIO = 1.05  # below this source/target fps ratio no frames are dropped
 CUT_CONTRAST = 3.0  # a cut's frame difference is this many times its neighbours' mean
+SAME_SHOT_CORRELATION = 0.75  # of two scenes' closest 16×16 thumbnails: the same shot
 
 
 @dataclass(frozen=True)
@@ -131,11 +134,13 @@ def clip_starts(lo: int, hi: int, clip_frames: int, stride: int) -> list[int]:
 
 
 def split_clips(
-    scenes: list[tuple[int, int]], cfg: PreprocessConfig
+    scenes: list[tuple[int, int]], cfg: PreprocessConfig, shots: list[int] | None = None
 ) -> tuple[list[Clip], list[Clip], str]:
-    """Train and val clips, split by scene (shuffled with `cfg.seed`) — or, when only one scene
-    is long enough for a clip, by time within it (val = its last `val_fraction`)."""
+    """Train and val clips, split by shot (`shots`: a shot id per scene; default: each scene
+    its own), shuffled with `cfg.seed` — or, when only one shot has clips, by time within its
+    longest scene (val = its last `val_fraction`)."""
     T, stride = cfg.clip_frames, cfg.stride
+    shots = shots if shots is not None else list(range(len(scenes)))
     per_scene = {
         s: [Clip(s, start) for start in clip_starts(lo, hi, T, stride)]
         for s, (lo, hi) in enumerate(scenes)
@@ -148,23 +153,27 @@ def split_clips(
             "or a smaller clip_frames"
         )
     total = sum(len(per_scene[s]) for s in usable)
-    if len(usable) >= 2:
-        order = np.random.default_rng(cfg.seed).permutation(usable)
+    per_shot: dict[int, list[int]] = {}
+    for s in usable:
+        per_shot.setdefault(shots[s], []).append(s)
+    if len(per_shot) >= 2:
+        order = np.random.default_rng(cfg.seed).permutation(sorted(per_shot))
         val_scenes: list[int] = []
         val_count = 0
-        for s in order[:-1]:  # the last scene always stays in train
+        for shot in order[:-1]:  # the last shot always stays in train
             if val_count >= cfg.val_fraction * total:
                 break
-            val_scenes.append(int(s))
-            val_count += len(per_scene[s])
+            val_scenes += per_shot[int(shot)]
+            val_count += sum(len(per_scene[s]) for s in per_shot[int(shot)])
         train = [c for s in usable if s not in val_scenes for c in per_scene[s]]
         val = [c for s in sorted(val_scenes) for c in per_scene[s]]
         return train, val, "by_scene"
 
-    (s,) = usable
+    s = max(usable, key=lambda s: scenes[s][1] - scenes[s][0])
     lo, hi = scenes[s]
     val_start = min(hi - round(cfg.val_fraction * (hi - lo)), hi - T)
     train = [Clip(s, x) for x in clip_starts(lo, val_start, T, stride)]
+    train += [c for other in usable if other != s for c in per_scene[other]]
     val = [Clip(s, x) for x in clip_starts(val_start, hi, T, stride)]
     if not train:
         raise WillieError(
@@ -187,12 +196,75 @@ def decode(video: Path, box: Box, size: tuple[int, int]) -> tuple[np.ndarray, np
     return np.stack(frames), np.asarray(times), seconds
 
 
-def raw_video(raw_dir: Path) -> tuple[Path, dict]:
+def raw_videos(raw_dir: Path) -> tuple[list[Path], dict]:
+    """The videos `download` put in `raw_dir`, in the manifest's order, and the manifest."""
     manifest_path = raw_dir / "manifest.json"
     if not manifest_path.is_file():
         raise WillieError(f"{manifest_path} not found: run `willie download` first")
     manifest = read_json(manifest_path)
-    return raw_dir / manifest["file"], manifest
+    if "files" not in manifest:
+        raise WillieError(f"{manifest_path} predates corpora (no `files`): run `willie download`")
+    return [raw_dir / f["file"] for f in manifest["files"]], manifest
+
+
+@dataclass
+class Footage:
+    """One file of the corpus, decoded on its own terms: its bars, its frame rate, its cuts."""
+
+    name: str
+    frames: np.ndarray  # [N, H, W] uint8, re-timed
+    times: np.ndarray  # [N] source timestamps (s)
+    scenes: list[tuple[int, int]]  # [lo, hi) in `frames`
+    about: dict  # for the manifest
+
+
+def prepare(video: Path, cfg: PreprocessConfig) -> tuple[Footage, float]:
+    """Decode, crop, re-time and cut one file; (its footage, decode seconds)."""
+    info = probe(video)
+    size = cfg.frame_size
+    picture = detect_picture_box(video, info, cfg.black_level)
+    box = fit_aspect(picture, size)
+    frames, times, decode_s = decode(video, box, size)
+    keep = retime(frame_differences(frames), info.fps, cfg.fps)
+    decoded = len(frames)
+    cuts = detect_cuts(frame_differences(frames, keep), cfg.cut_threshold)
+    frames, times = frames[keep], times[keep]
+    about = {
+        "file": video.name,
+        "source_fps": info.fps,
+        "frames_decoded": decoded,
+        "frames_kept": len(frames),
+        "crop_box": {"picture": vars(picture), "used": vars(box)},
+    }
+    scenes = list(itertools.pairwise([0, *cuts.tolist(), len(frames)]))
+    return Footage(video.name, frames, times, scenes, about), decode_s
+
+
+def same_shots(frames: np.ndarray, scenes: list[tuple[int, int]], every: int = 4) -> list[int]:
+    """A shot id per scene: scenes that show the same drawing (the same shot in two files of
+    the corpus, or a set-up the film cuts back to) share one, so a split by shot never puts it
+    on both sides. Two scenes are the same shot when some pair of their frames' 16×16
+    thumbnails correlates above `SAME_SHOT_CORRELATION`."""
+    thumbs = []
+    for lo, hi in scenes:
+        x = frames[lo:hi:every].astype(np.float32)  # [n, H, W]
+        n, H, W = x.shape
+        x = x[:, : H // 16 * 16, : W // 16 * 16].reshape(n, 16, H // 16, 16, W // 16).mean((2, 4))
+        x = x.reshape(n, -1) - x.reshape(n, -1).mean(1, keepdims=True)
+        thumbs.append(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6))
+    parent = list(range(len(scenes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, j in itertools.combinations(range(len(scenes)), 2):
+        if (thumbs[i] @ thumbs[j].T).max(initial=-1.0) > SAME_SHOT_CORRELATION:
+            parent[root(j)] = root(i)
+    roots = [root(i) for i in range(len(scenes))]
+    first = {r: n for n, r in enumerate(dict.fromkeys(roots))}
+    return [first[r] for r in roots]
 
 
 def run_preprocess(
@@ -200,31 +272,35 @@ def run_preprocess(
     raw_dir: str | Path = "data/raw",
     out_dir: str | Path = "data/clips",
 ) -> dict:
-    """Write `out_dir/{train,val}/shard-*.arrow` and `out_dir/manifest.json`; return metrics."""
-    started = time.perf_counter()
-    video, raw_manifest = raw_video(Path(raw_dir))
-    info = probe(video)
-    size = cfg.frame_size
-    picture = detect_picture_box(video, info, cfg.black_level)
-    box = fit_aspect(picture, size)
+    """Write `out_dir/{train,val}/shard-*.arrow` and `out_dir/manifest.json`; return metrics.
 
-    frames, times, decode_s = decode(video, box, size)
-    keep = retime(frame_differences(frames), info.fps, cfg.fps)
-    decoded = len(frames)
-    cuts = detect_cuts(frame_differences(frames, keep), cfg.cut_threshold)
-    frames, times = frames[keep], times[keep]
+    Every file of the corpus is decoded on its own terms; scene ids are unique across the
+    corpus (a file boundary is a cut) and the split is by shot over the whole corpus.
+    """
+    started = time.perf_counter()
+    videos, raw_manifest = raw_videos(Path(raw_dir))
+    footage, decode_s = [], 0.0
+    for video in videos:
+        part, seconds = prepare(video, cfg)
+        footage.append(part)
+        decode_s += seconds
+    frames = np.concatenate([f.frames for f in footage])  # the corpus, file after file
+    times = np.concatenate([f.times for f in footage])
+    scenes, scene_file, offset = [], [], 0
+    for n, part in enumerate(footage):
+        scenes += [(lo + offset, hi + offset) for lo, hi in part.scenes]
+        scene_file += [n] * len(part.scenes)
+        offset += len(part.frames)
     if len(frames) < cfg.clip_frames:
         raise WillieError(
-            f"{video}: {len(frames)} frames after re-timing, shorter than one clip of "
-            f"preprocess.clip_frames={cfg.clip_frames}"
+            f"{', '.join(v.name for v in videos)}: {len(frames)} frames after re-timing, "
+            f"shorter than one clip of preprocess.clip_frames={cfg.clip_frames}"
         )
-
-    bounds = [0, *cuts.tolist(), len(frames)]
-    scenes = list(itertools.pairwise(bounds))
-    train, val, split_rule = split_clips(scenes, cfg)
+    shots = same_shots(frames, scenes)
+    train, val, split_rule = split_clips(scenes, cfg, shots)
 
     T = cfg.clip_frames
-    clip_shape = (T, *size)
+    clip_shape = (T, *cfg.frame_size)
     shards: dict[str, list[str]] = {}
     with atomic_path(out_dir) as temp:
         for split, clips in (("train", train), ("val", val)):
@@ -235,22 +311,45 @@ def run_preprocess(
                         ClipRow(
                             frames[span],
                             clip.scene,
-                            float(times[clip.start]),
-                            np.arange(clip.start, clip.start + T),
+                            float(times[clip.start]),  # in its own file
+                            np.arange(clip.start, clip.start + T),  # in the corpus
                         )
                     )
             shards[split] = [p.name for p in writer.paths]
+        in_split = {
+            c.scene: split for split, clips in (("train", train), ("val", val)) for c in clips
+        }
+        raw_files = raw_manifest["files"]
         manifest = {
-            "source": {k: raw_manifest.get(k) for k in ("source", "file", "sha256")},
+            "source": {
+                "source": raw_manifest.get("source"),
+                "files": [f["file"] for f in raw_files],
+                "sha256": [f.get("sha256") for f in raw_files],
+            },
             "fps": cfg.fps,
-            "source_fps": info.fps,
             "clip_shape": list(clip_shape),
             "dtype": "uint8",
             "stride": cfg.stride,
-            "crop_box": {"picture": vars(picture), "used": vars(box)},
-            "frames_decoded": decoded,
+            "files": [
+                part.about
+                | {
+                    "audio": raw.get("audio"),
+                    "scenes": [s for s, n in enumerate(scene_file) if n == i],
+                }
+                for i, (part, raw) in enumerate(zip(footage, raw_files, strict=True))
+            ],
+            "frames_decoded": sum(f.about["frames_decoded"] for f in footage),
             "frames_kept": len(frames),
-            "scenes": [{"start": lo, "end": hi} for lo, hi in scenes],
+            "scenes": [
+                {
+                    "start": lo,
+                    "end": hi,
+                    "file": footage[scene_file[s]].name,
+                    "shot": shots[s],
+                    "split": in_split.get(s),  # None: too short for a clip
+                }
+                for s, (lo, hi) in enumerate(scenes)
+            ],
             "split_rule": split_rule,
             "split_seed": cfg.seed,
             "val_fraction": cfg.val_fraction,
@@ -260,11 +359,14 @@ def run_preprocess(
         write_json(temp / "manifest.json", manifest)
 
     seconds = time.perf_counter() - started
+    decoded = manifest["frames_decoded"]
     return {
+        "files": len(videos),
         "frames_decoded": decoded,
         "frames_kept": len(frames),
         "duplicates_dropped": decoded - len(frames),
         "scenes": len(scenes),
+        "shots": len(set(shots)),
         "clips_train": len(train),
         "clips_val": len(val),
         "decode_fps": round(decoded / decode_s, 1),

@@ -32,6 +32,14 @@ class VideoInfo:
     frames: int  # from the container; 0 where it does not say
     duration_s: float
     codec: str
+    audio: AudioInfo | None = None  # the first audio stream; None: the file is silent
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    codec: str
+    sample_rate: int
+    channels: int
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,10 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             duration = float(stream.duration * stream.time_base)
         else:
             duration = (container.duration or 0) / av.time_base
+        audio = None
+        if container.streams.audio:
+            ctx = container.streams.audio[0].codec_context
+            audio = AudioInfo(ctx.name, int(ctx.sample_rate or 0), int(ctx.channels or 0))
         return VideoInfo(
             width=stream.codec_context.width,
             height=stream.codec_context.height,
@@ -84,6 +96,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             frames=stream.frames or round(duration * fps),
             duration_s=duration,
             codec=stream.codec_context.name,
+            audio=audio,
         )
 
 
