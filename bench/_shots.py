@@ -20,9 +20,9 @@ from _common import REPO
 
 from willie.atomic import write_json
 from willie.config import PreprocessConfig
-from willie.data import ClipDataset
-from willie.download import manifest_of
-from willie.preprocess import run_preprocess
+from willie.data.dataset import ClipDataset
+from willie.data.download import manifest_of
+from willie.data.preprocess import run_preprocess
 
 DATA = REPO.parent / "shared" / "data"
 OPENING = DATA / "steamboat_willie_opening.mp4"  # one scene: the boat

@@ -21,11 +21,11 @@ from _common import machine, shared_clip
 
 from willie.atomic import write_json
 from willie.config import PreprocessConfig
-from willie.data import ClipDataset
-from willie.download import manifest_of
-from willie.preprocess import run_preprocess
-from willie.shards import ClipRow, ClipShards, ClipShardWriter
-from willie.video import Box, iter_gray_frames
+from willie.data.dataset import ClipDataset
+from willie.data.download import manifest_of
+from willie.data.preprocess import run_preprocess
+from willie.data.shards import ClipRow, ClipShards, ClipShardWriter
+from willie.data.video import Box, iter_gray_frames
 
 CLIPS = 1024  # real clips repeated into ~285 MB of shards, so reads are not all one page set
 

@@ -19,8 +19,8 @@ from _common import machine, median_seconds, shared_clip
 
 from willie.atomic import write_json
 from willie.config import PreprocessConfig
-from willie.download import manifest_of
-from willie.preprocess import run_preprocess
+from willie.data.download import manifest_of
+from willie.data.preprocess import run_preprocess
 
 
 def decode_gray(path: Path) -> int:

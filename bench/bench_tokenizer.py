@@ -20,11 +20,11 @@ import yaml
 from _common import REPO, machine, median_seconds
 
 from willie.config import TokenizerConfig
-from willie.engine import autocast
 from willie.tokenizer.discriminator import Discriminator
 from willie.tokenizer.losses import hinge_d_loss, non_saturating_g_loss, r1_penalty
 from willie.tokenizer.model import VideoTokenizer
 from willie.tokenizer.train import architecture
+from willie.training.engine import autocast
 
 
 def main() -> None:

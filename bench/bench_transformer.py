@@ -148,8 +148,9 @@ def part_train() -> None:
 def part_extrapolation(tokens: Path, steps: int) -> None:
     from willie.config import TransformerConfig
     from willie.transformer.data import TokenStreams
+    from willie.transformer.measures import bits_per_token
     from willie.transformer.model import load_transformer
-    from willie.transformer.train import bits_per_token, train_transformer
+    from willie.transformer.train import train_transformer
 
     if not (tokens / "manifest.json").is_file():
         sys.exit(f"{tokens}: no tokens; run `dvc repro tokenize` first (or pass --tokens)")

@@ -23,9 +23,10 @@ import yaml
 from _common import machine
 
 from willie.config import TokenizerConfig
-from willie.data import ClipDataset
+from willie.data.dataset import ClipDataset
 from willie.tokenizer import load_tokenizer
-from willie.tokenizer.train import evaluate, train_tokenizer
+from willie.tokenizer.measures import evaluate
+from willie.tokenizer.train import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

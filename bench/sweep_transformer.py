@@ -28,7 +28,7 @@ import yaml
 from willie.config import TransformerConfig
 from willie.evaluation.distribution import frame_change_curve
 from willie.evaluation.realism import FrameStats, RealFrames, match_frames, per_second, real_frames
-from willie.sample import load_generator
+from willie.generation.sample import load_generator
 from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import TokenStreams
 from willie.transformer.generate import generate, sampler
@@ -59,7 +59,7 @@ def score_samples(
     bos = models.transformer.arch.bos
     prompts = [torch.full((args.samples, 1), bos)]
     if args.prompt_frames:
-        from willie.data import ClipDataset
+        from willie.data.dataset import ClipDataset
 
         val = ClipDataset(run / "data/clips", "val", size=models.size)
         picks = torch.linspace(0, len(val) - 1, args.samples).round().long().tolist()

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from willie.engine import Engine, TrainSettings
 from willie.errors import StopRequested
+from willie.training.engine import Engine, TrainSettings
 
 
 class Points(Dataset[torch.Tensor]):

@@ -80,12 +80,12 @@ def test_preprocess_command_writes_metrics_and_tracks_the_run(
 def test_ctrl_c_says_it_was_interrupted_and_what_was_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import willie.preprocess
+    import willie.data.preprocess
 
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(willie.preprocess, "run_preprocess", interrupted)
+    monkeypatch.setattr(willie.data.preprocess, "run_preprocess", interrupted)
     params = tmp_path / "params.yaml"
     params.write_text("preprocess:\n  size: 64\ntokenizer:\n  size: 32\n")
     out = ["--out", str(tmp_path / "clips"), "--metrics", str(tmp_path / "m.json")]

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from willie.data import ClipDataset, area_resize
+from willie.data.dataset import ClipDataset, area_resize
+from willie.data.shards import ClipRow, ClipShardWriter
 from willie.errors import WillieError
-from willie.shards import ClipRow, ClipShardWriter
 
 SHAPE = (5, 16, 16)
 

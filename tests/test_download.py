@@ -20,10 +20,10 @@ import pytest
 
 from willie.checksums import file_checksums
 from willie.config import DataConfig, parse_section
-from willie.download import ArchiveFile, cached_path, pick_file, run_download
+from willie.data.download import ArchiveFile, cached_path, pick_file, run_download
+from willie.data.synthetic import render_synthetic_film
+from willie.data.video import VideoError, probe
 from willie.errors import WillieError
-from willie.synthetic import render_synthetic_film
-from willie.video import VideoError, probe
 
 CLIP_SHA256 = "1064fe5d826b4542ac6986dadaddebfaffdab8cb2907dc4619c2b6bac6e9e6bd"
 ITEM = "steamboat-test"

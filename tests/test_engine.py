@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from willie.checkpoint import checkpoint_paths
-from willie.engine import StepBatchSampler, cosine_with_warmup
+from willie.training.checkpoint import checkpoint_paths
+from willie.training.engine import StepBatchSampler, cosine_with_warmup
 
 JOB = Path(__file__).with_name("engine_job.py")
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import willie.gallery
+import willie.generation.gallery
 from willie.errors import WillieError
-from willie.gallery import (
+from willie.generation.gallery import (
     SHEET_COLUMNS,
     SHEET_GAP,
     Sample,
@@ -288,7 +288,8 @@ def test_failure_while_writing_keeps_the_previous_gallery(
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(willie.gallery, "write_gif", disk_full)  # after the first MP4 is written
+    # after the first MP4 is written
+    monkeypatch.setattr(willie.generation.gallery, "write_gif", disk_full)
     with pytest.raises(OSError, match="No space"):
         write_gallery(out, make_samples())
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

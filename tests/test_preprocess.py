@@ -8,8 +8,7 @@ import pytest
 
 from willie.atomic import write_json
 from willie.config import PreprocessConfig
-from willie.errors import WillieError
-from willie.preprocess import (
+from willie.data.preprocess import (
     decode,
     detect_cuts,
     detect_picture_box,
@@ -20,9 +19,10 @@ from willie.preprocess import (
     same_shots,
     split_clips,
 )
-from willie.shards import ClipShards
-from willie.synthetic import render_synthetic_film
-from willie.video import Box, probe
+from willie.data.shards import ClipShards
+from willie.data.synthetic import render_synthetic_film
+from willie.data.video import Box, probe
+from willie.errors import WillieError
 
 
 def make_raw_dir(root: Path, *videos: Path) -> Path:
@@ -154,12 +154,12 @@ def test_crash_mid_write_leaves_previous_output(
     shutil.copytree(real_clips[0], clips_dir)
     before = sorted(p.relative_to(clips_dir) for p in clips_dir.rglob("*"))
 
-    import willie.preprocess
+    import willie.data.preprocess
 
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(willie.preprocess, "write_json", crash)  # after every shard is written
+    monkeypatch.setattr(willie.data.preprocess, "write_json", crash)  # after every shard is written
     with pytest.raises(RuntimeError, match="disk full"):
         run_preprocess(PreprocessConfig(), real_clips[0].parent / "raw", clips_dir)
     assert sorted(p.relative_to(clips_dir) for p in clips_dir.rglob("*")) == before

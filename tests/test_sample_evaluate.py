@@ -11,15 +11,15 @@ import pytest
 from PIL import Image
 
 from tests.test_superres import write_clips
-from willie.checkpoint import save_artifact
 from willie.config import EvaluateConfig, SampleConfig, TokenizerConfig, parse_section
 from willie.errors import WillieError
 from willie.evaluation.report import run_evaluate
-from willie.gallery import prompt_border_width
-from willie.sample import run_sample
+from willie.generation.gallery import prompt_border_width
+from willie.generation.sample import run_sample
 from willie.superres.model import SuperResArch, VideoSuperRes
 from willie.tokenizer.model import TokenizerArch, VideoTokenizer
 from willie.tokenizer.tokenize import run_tokenize
+from willie.training.checkpoint import save_artifact
 from willie.transformer.model import TokenTransformer, TransformerArch
 
 LEVELS = (4, 3, 3)

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from willie.data.shards import ClipRow, ClipShards, ClipShardWriter
 from willie.errors import WillieError
-from willie.shards import ClipRow, ClipShards, ClipShardWriter
 
 SHAPE = (5, 8, 16)
 
@@ -60,7 +60,7 @@ def test_killed_writer_leaves_no_readable_shard(tmp_path: Path) -> None:
 import os, signal
 import numpy as np
 import willie.atomic
-from willie.shards import ClipRow, ClipShardWriter
+from willie.data.shards import ClipRow, ClipShardWriter
 willie.atomic.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
 with ClipShardWriter({str(tmp_path)!r}, {SHAPE}) as w:
     w.add(ClipRow(np.zeros({SHAPE}, np.uint8), 0, 0.0, np.arange(5)))

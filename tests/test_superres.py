@@ -15,15 +15,15 @@ import torch
 from PIL import Image
 
 from willie.atomic import write_json
-from willie.checkpoint import checkpoint_paths
 from willie.config import SuperresConfig
-from willie.data import ClipDataset, area_resize
-from willie.engine import StopRequested, step_generator
+from willie.data.dataset import ClipDataset, area_resize
+from willie.data.shards import ClipRow, ClipShardWriter
 from willie.errors import WillieError
-from willie.shards import ClipRow, ClipShardWriter
 from willie.superres import SuperResArch, VideoSuperRes, load_superres
 from willie.superres.model import bicubic_upsample, temporal_neighbourhoods
 from willie.superres.train import dihedral_view, train_superres, training_pairs
+from willie.training.checkpoint import checkpoint_paths
+from willie.training.engine import StopRequested, step_generator
 
 CLIP = (5, 48, 48)  # [T, H, W] stored clips
 TINY = {

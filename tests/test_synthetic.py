@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from willie.errors import WillieError
-from willie.synthetic import (
+from willie.data.synthetic import (
     FRAME_HEIGHT,
     FRAME_WIDTH,
     PICTURE_BOX,
@@ -20,7 +19,8 @@ from willie.synthetic import (
     render_frames,
     render_synthetic_film,
 )
-from willie.video import iter_gray_frames, probe
+from willie.data.video import iter_gray_frames, probe
+from willie.errors import WillieError
 
 SECONDS = 14.0  # three scenes, two cuts
 

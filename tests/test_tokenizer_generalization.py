@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from willie.config import TokenizerConfig
-from willie.data import area_resize, to_unit_range
+from willie.data.dataset import area_resize, to_unit_range
+from willie.data.synthetic import PICTURE_BOX, plan_scenes, render_frames
 from willie.quality import psnr, ssim
-from willie.synthetic import PICTURE_BOX, plan_scenes, render_frames
 from willie.tokenizer.losses import reconstruction_loss
 from willie.tokenizer.model import VideoTokenizer
 from willie.tokenizer.train import architecture

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from willie.atomic import write_json
 from willie.cli import app
 from willie.config import PreprocessConfig, TokenizerConfig
-from willie.data import ClipDataset
-from willie.download import manifest_of
+from willie.data.dataset import ClipDataset
+from willie.data.download import manifest_of
+from willie.data.preprocess import run_preprocess
+from willie.data.synthetic import render_synthetic_film
 from willie.errors import WillieError
-from willie.preprocess import run_preprocess
-from willie.synthetic import render_synthetic_film
 from willie.tokenizer import load_tokenizer
 from willie.tokenizer.tokenize import run_tokenize
 from willie.tokenizer.train import train_tokenizer
@@ -175,8 +175,8 @@ def test_gan_training_runs_under_torchrun_with_two_cpu_processes(
 
 
 def test_augmentation_mirrors_about_half_the_clips_reproducibly() -> None:
-    from willie.engine import step_generator
     from willie.tokenizer.augment import apply_augmentation, draw_augmentation
+    from willie.training.engine import step_generator
 
     clips = torch.arange(64 * 4.0).reshape(64, 1, 1, 1, 4)
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from willie.atomic import write_json
 from willie.config import TransformerConfig, parse_section
-from willie.engine import StopRequested
 from willie.errors import WillieError
+from willie.training.engine import StopRequested
 from willie.transformer.attention import (
     alibi_slopes,
     attention,

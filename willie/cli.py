@@ -110,7 +110,7 @@ def download(
     """Fetch the film (archive.org, a local file, or the synthetic cartoon) into data/raw/."""
 
     def work(cfg: Any, log: Log | None) -> dict[str, Any]:
-        from willie.download import run_download
+        from willie.data.download import run_download
 
         manifest = run_download(cfg, out, progress=sys.stderr.isatty())
         return dict(manifest["total"])  # files, bytes, frames, duration_s, with_audio
@@ -129,7 +129,7 @@ def preprocess(
     """Decode, crop, re-time, scene-split and cut the film into Arrow clip shards."""
 
     def work(cfg: Any, log: Log | None) -> dict[str, Any]:
-        from willie.preprocess import run_preprocess
+        from willie.data.preprocess import run_preprocess
 
         return run_preprocess(cfg, raw, out)
 
@@ -251,7 +251,7 @@ def sample(
     """Generate new clips (MP4, GIF, contact sheet, index.html) into stages/samples/."""
 
     def work(cfg: Any, log: Log | None) -> dict[str, Any]:
-        from willie.sample import run_sample
+        from willie.generation.sample import run_sample
 
         return run_sample(cfg, tokenizer, transformer, superres, clips, out)
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from willie.data import to_unit_range
+from willie.data.dataset import to_unit_range
 
 
 def _check_features(name: str, x: np.ndarray, min_rows: int = 1) -> np.ndarray:

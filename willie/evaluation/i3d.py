@@ -33,7 +33,7 @@ from einops import rearrange, reduce, repeat
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from willie.data import to_unit_range
+from willie.data.dataset import to_unit_range
 from willie.errors import WillieError
 from willie.evaluation.distribution import batched_features, frechet_distance
 

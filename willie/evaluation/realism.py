@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from willie.data import ClipDataset
+from willie.data.dataset import ClipDataset
 from willie.quality import SSIM_C1, SSIM_C2, SSIM_WINDOW, gaussian_1d
 
 THUMB = 16  # prefilter thumbnail side

@@ -22,8 +22,8 @@ import torch
 
 from willie.atomic import read_json
 from willie.config import EvaluateConfig
-from willie.data import ClipDataset, to_unit_range
-from willie.engine import resolve_device
+from willie.data.dataset import ClipDataset, to_unit_range
+from willie.data.video import iter_gray_frames
 from willie.errors import WillieError
 from willie.evaluation.distribution import (
     frame_change_curve,
@@ -40,15 +40,15 @@ from willie.evaluation.realism import (
     real_frames,
 )
 from willie.plots import write_plot
+from willie.superres.measures import evaluate as evaluate_superres
 from willie.superres.model import load_superres
-from willie.superres.train import evaluate as evaluate_superres
+from willie.tokenizer.measures import evaluate as evaluate_tokenizer
 from willie.tokenizer.model import VideoTokenizer, load_tokenizer
-from willie.tokenizer.train import evaluate as evaluate_tokenizer
+from willie.training.engine import resolve_device
 from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import TokenStreams
+from willie.transformer.measures import bits_per_token
 from willie.transformer.model import load_transformer
-from willie.transformer.train import bits_per_token
-from willie.video import iter_gray_frames
 
 
 def spread(count: int, limit: int) -> list[int]:

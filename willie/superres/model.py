@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from willie.checkpoint import ArtifactArch, load_artifact
 from willie.errors import WillieError
+from willie.training.checkpoint import ArtifactArch, load_artifact
 
 
 @dataclass(frozen=True)
@@ -162,3 +162,15 @@ def load_superres(
 ) -> VideoSuperRes:
     """The trained model published by `willie train-superres`, in eval mode."""
     return load_artifact(directory, "train_superres", VideoSuperRes, SuperResArch, device)
+
+
+def low_res_size(size: tuple[int, int], scale: int) -> tuple[int, int]:
+    """The model's input size for stored frames of `size`; refuses sizes scale does not divide."""
+    H, W = size
+    if H % scale or W % scale:
+        raise WillieError(
+            f"superres.scale={scale} does not divide the stored clip size {H}×{W}: the "
+            "low-resolution input would not be a whole number of pixels. Choose a scale that "
+            "divides both sides, or set preprocess.size to a multiple of the scale"
+        )
+    return H // scale, W // scale

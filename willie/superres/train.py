@@ -27,16 +27,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from willie.atomic import atomic_path, read_json
-from willie.checkpoint import render_model_card, save_artifact
 from willie.checksums import file_checksums
 from willie.config import SuperresConfig
-from willie.data import ClipDataset, area_resize, to_uint8
-from willie.engine import Engine, TrainSettings, step_generator
+from willie.data.dataset import ClipDataset, area_resize
 from willie.errors import WillieError
-from willie.quality import psnr, ssim
-from willie.superres.model import SuperResArch, VideoSuperRes, bicubic_upsample
+from willie.superres.measures import evaluate
+from willie.superres.model import SuperResArch, VideoSuperRes, low_res_size
 from willie.tokenizer.discriminator import Discriminator
 from willie.tokenizer.losses import hinge_d_loss, non_saturating_g_loss
+from willie.training.checkpoint import render_model_card, save_artifact
+from willie.training.engine import Engine, TrainSettings, step_generator
 
 Log = Callable[[dict[str, float], int], None]
 
@@ -47,18 +47,6 @@ def architecture(cfg: SuperresConfig) -> SuperResArch:
     return SuperResArch(
         scale=cfg.scale, frames=cfg.frames, channels=cfg.channels, blocks=cfg.blocks
     )
-
-
-def low_res_size(size: tuple[int, int], scale: int) -> tuple[int, int]:
-    """The model's input size for stored frames of `size`; refuses sizes scale does not divide."""
-    H, W = size
-    if H % scale or W % scale:
-        raise WillieError(
-            f"superres.scale={scale} does not divide the stored clip size {H}×{W}: the "
-            "low-resolution input would not be a whole number of pixels. Choose a scale that "
-            "divides both sides, or set preprocess.size to a multiple of the scale"
-        )
-    return H // scale, W // scale
 
 
 def crop_size(crop: int, size: tuple[int, int], scale: int) -> tuple[int, int]:
@@ -102,46 +90,6 @@ def dihedral_view(x: torch.Tensor, view: int) -> torch.Tensor:
     mirrored when odd."""
     x = torch.rot90(x, view // 2, dims=(-2, -1))
     return x.flip(-1) if view % 2 else x
-
-
-@torch.no_grad()
-def evaluate(
-    model: VideoSuperRes, val: ClipDataset, device: torch.device, *, max_clips: int
-) -> tuple[dict[str, float], np.ndarray]:
-    """Val PSNR/SSIM of the model and of bicubic on whole clips at full frame size.
-
-    Also one frame (the middle of the first val clip) as bicubic | model | original, uint8.
-    """
-    model.eval()
-    count, scale = min(len(val), max_clips), model.arch.scale
-    scores: dict[str, list[torch.Tensor]] = {k: [] for k in ("psnr", "ssim", "psnr_b", "ssim_b")}
-    compare = None
-    low_size = low_res_size(val.clip_shape[1:], scale)
-    for index in range(count):
-        real = val[index].unsqueeze(0).to(device)  # [1, 1, T, H, W]
-        low = area_resize(real, low_size)
-        upscaled = model.upscale(low)
-        bicubic = bicubic_upsample(low, scale).clamp(-1, 1)
-        scores["psnr"].append(psnr(upscaled, real).cpu())
-        scores["ssim"].append(ssim(upscaled, real).cpu())
-        scores["psnr_b"].append(psnr(bicubic, real).cpu())
-        scores["ssim_b"].append(ssim(bicubic, real).cpu())
-        if compare is None:
-            middle = real.shape[2] // 2
-            row = torch.cat([v[0, 0, middle] for v in (bicubic, upscaled, real)], dim=-1)
-            compare = to_uint8(row)  # [H, 3W]
-    mean = {k: float(torch.cat(v).mean()) for k, v in scores.items()}
-    metrics = {
-        "psnr": mean["psnr"],
-        "psnr_bicubic": mean["psnr_b"],
-        "gain_db": mean["psnr"] - mean["psnr_b"],
-        "ssim": mean["ssim"],
-        "ssim_bicubic": mean["ssim_b"],
-        "ssim_gain": mean["ssim"] - mean["ssim_b"],
-        "val_clips": count,
-    }
-    assert compare is not None
-    return metrics, compare
 
 
 def write_png(path: Path, picture: np.ndarray) -> None:

@@ -26,7 +26,6 @@ import torch
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from willie.checkpoint import ArtifactArch, load_artifact
 from willie.errors import WillieError
 from willie.tokenizer.fsq import FSQ
 from willie.tokenizer.layers import (
@@ -46,6 +45,7 @@ from willie.tokenizer.layers import (
     make_norm,
     space_to_depth,
 )
+from willie.training.checkpoint import ArtifactArch, load_artifact
 
 
 @dataclass(frozen=True)

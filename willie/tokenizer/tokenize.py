@@ -26,14 +26,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from willie.atomic import atomic_path, write_json
-from willie.checkpoint import load_artifact_config
 from willie.checksums import file_checksums
 from willie.config import TokenizerConfig
-from willie.data import SPLITS, ClipDataset
-from willie.engine import autocast, resolve_device
+from willie.data.dataset import SPLITS, ClipDataset
 from willie.tokenizer.augment import apply_augmentation
 from willie.tokenizer.fsq import codebook_usage
 from willie.tokenizer.model import load_tokenizer
+from willie.training.checkpoint import load_artifact_config
+from willie.training.engine import autocast, resolve_device
 
 
 def token_dtype(codebook_size: int) -> np.dtype:

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from willie.checkpoint import ArtifactArch, load_artifact
 from willie.errors import WillieError
+from willie.training.checkpoint import ArtifactArch, load_artifact
 from willie.transformer.attention import Backend, alibi_slopes, attention
 
 IGNORE = -1  # target of a position that has no next token (padding)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from willie.data import ClipDataset
+from willie.data.dataset import ClipDataset
 from willie.evaluation.realism import FrameStats, RealFrames, match_frames, real_frames
 from willie.tokenizer.model import VideoTokenizer, load_tokenizer
 from willie.transformer.data import TokenManifest

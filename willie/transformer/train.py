@@ -17,15 +17,16 @@ from typing import Any
 
 import torch
 
-from willie.checkpoint import render_model_card, save_artifact
 from willie.checksums import file_checksums
 from willie.config import TransformerConfig
-from willie.engine import Engine, TrainSettings, autocast
 from willie.plots import write_csv, write_plot, write_png
+from willie.training.checkpoint import render_model_card, save_artifact
+from willie.training.engine import Engine, TrainSettings
 from willie.transformer.attention import resolve_backend
 from willie.transformer.baseline import copy_previous_baseline
-from willie.transformer.data import ScoringWindows, TokenManifest, TokenStreams, TokenWindows
-from willie.transformer.model import IGNORE, TokenTransformer, TransformerArch
+from willie.transformer.data import TokenManifest, TokenStreams, TokenWindows
+from willie.transformer.measures import bits_per_token
+from willie.transformer.model import TokenTransformer, TransformerArch
 from willie.transformer.selection import RealismProbe
 
 Log = Callable[[dict[str, float], int], None]
@@ -46,33 +47,6 @@ def architecture(cfg: TransformerConfig, manifest: TokenManifest) -> Transformer
         frame_tokens=manifest.tokens_per_frame if cfg.previous_frames else 0,
         frame_history=max(1, cfg.previous_frames),
     )
-
-
-@torch.no_grad()
-def bits_per_token(
-    model: TokenTransformer,
-    streams: TokenStreams,
-    length: int,
-    *,
-    max_windows: int,
-    batch_size: int,
-    device: torch.device,
-) -> tuple[float, int]:
-    """Mean bits per predicted token (and the count), each scored once with ≥ length/2 tokens
-    of its past where the stream has them (`ScoringWindows`)."""
-    model.eval()
-    windows = ScoringWindows(streams, length)
-    picks = torch.linspace(0, len(windows) - 1, min(max_windows, len(windows))).round().long()
-    nats, count = 0.0, 0
-    for start in range(0, len(picks), batch_size):
-        batch = torch.stack([windows[int(i)] for i in picks[start : start + batch_size]])
-        ids, targets = batch.to(device).unbind(1)
-        valid = int((targets != IGNORE).sum())
-        with autocast(device):
-            loss = model(ids, targets)
-        nats += float(loss) * valid
-        count += valid
-    return nats / max(count, 1) / math.log(2), count
 
 
 def corrupt(ids: torch.Tensor, share: float, codebook_size: int) -> torch.Tensor:

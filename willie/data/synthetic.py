@@ -23,8 +23,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageDraw
 
+from willie.data.video import write_mp4
 from willie.errors import WillieError
-from willie.video import write_mp4
 
 FRAME_WIDTH, FRAME_HEIGHT = 384, 240
 # x, y, width, height of the 4:3 picture; columns outside it are the pure black (0) bars.

@@ -34,8 +34,8 @@ import numpy as np
 from PIL import Image
 
 from willie.atomic import atomic_path, write_bytes, write_json
+from willie.data.video import write_gif, write_mp4
 from willie.errors import WillieError
-from willie.video import write_gif, write_mp4
 
 SHEET_COLUMNS = 8  # frames per contact-sheet row
 SHEET_GAP = 4  # pixels between contact-sheet cells and around the edge

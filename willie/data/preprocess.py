@@ -21,9 +21,16 @@ import numpy as np
 
 from willie.atomic import atomic_path, read_json, write_json
 from willie.config import PreprocessConfig
+from willie.data.shards import ClipRow, ClipShardWriter
+from willie.data.video import (
+    Box,
+    VideoError,
+    VideoInfo,
+    iter_gray_frames,
+    probe,
+    sample_gray_frames,
+)
 from willie.errors import WillieError
-from willie.shards import ClipRow, ClipShardWriter
-from willie.video import Box, VideoError, VideoInfo, iter_gray_frames, probe, sample_gray_frames
 
 PROBE_FRAMES = 6  # frames from the start, besides keyframes, used to find the bars
 BAR_MARGIN = 2  # pixels shaved inside the detected picture: its edge is anti-aliased into the bar

@@ -41,9 +41,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from willie.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from willie.config import TrainingSection
 from willie.errors import StopRequested, WillieError
+from willie.training.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)

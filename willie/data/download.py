@@ -7,7 +7,7 @@ Sources (`data.source`):
   md5/sha1 against the metadata, then hardlink (or copy) it into `raw_dir`.
 - `file`: local videos (`data.path`: a file, a list, or a directory's videos sorted by name),
   each accepted once PyAV decodes its first frame — all checked before any is copied.
-- `synthetic`: the procedurally drawn cartoon of `willie.synthetic`, for offline runs.
+- `synthetic`: the procedurally drawn cartoon of `willie.data.synthetic`, for offline runs.
 
 Which files of the item: `data.file_name` when set (one name or a list, each one of the item's
 files).
@@ -56,9 +56,9 @@ from willie import __version__
 from willie.atomic import atomic_path, write_json
 from willie.checksums import Checksums, file_checksums
 from willie.config import DataConfig
+from willie.data.synthetic import render_synthetic_film
+from willie.data.video import VideoError, VideoInfo, probe
 from willie.errors import WillieError
-from willie.synthetic import render_synthetic_film
-from willie.video import VideoError, VideoInfo, probe
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".mkv", ".mov", ".avi", ".mpeg", ".mpg", ".ogv", ".webm", ".m4v"}

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from willie.data.shards import ClipShards
 from willie.errors import WillieError
-from willie.shards import ClipShards
 
 SPLITS = ("train", "val")
 

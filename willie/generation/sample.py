@@ -5,7 +5,7 @@
       → tokens [latent frames × h × w] → tokenizer.decode, the whole sequence in one pass
         (causal decoder: continuous across the 17-frame clip boundaries)
       → super-resolution (tokenizer size → preprocess.size) → uint8 frames
-      → stages/samples/: MP4 + GIF per sample, contact sheet, index.html (willie.gallery)
+      → stages/samples/: MP4 + GIF per sample, contact sheet, index.html (willie.generation.gallery)
 
 With `prompt_frames` = 0 the stage writes `num_clips` unconditional samples; with a prompt it
 writes as many continuations of real val clips besides them.
@@ -23,14 +23,14 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from willie.checkpoint import load_artifact_config
 from willie.config import SampleConfig
-from willie.data import ClipDataset, area_resize, to_uint8
-from willie.engine import resolve_device
+from willie.data.dataset import ClipDataset, area_resize, to_uint8
 from willie.errors import WillieError
-from willie.gallery import Sample, write_gallery
+from willie.generation.gallery import Sample, write_gallery
 from willie.superres.model import VideoSuperRes, load_superres
 from willie.tokenizer.model import VideoTokenizer, load_tokenizer
+from willie.training.checkpoint import load_artifact_config
+from willie.training.engine import resolve_device
 from willie.transformer.generate import generate, sampler
 from willie.transformer.model import TokenTransformer, load_transformer
 

@@ -1,0 +1,65 @@
+"""How well the tokenizer reconstructs val clips: PSNR, SSIM, codebook use, compression."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from willie.data.dataset import ClipDataset, to_uint8
+from willie.quality import psnr, ssim
+from willie.tokenizer.fsq import codebook_usage
+from willie.tokenizer.model import VideoTokenizer
+
+
+class Evaluation(NamedTuple):
+    metrics: dict[str, float]  # val PSNR/SSIM, codebook usage and perplexity, compression
+    strip: np.ndarray  # [T, 4·H, 2·W] uint8: real | recon of up to 4 clips, for a GIF
+    psnr_by_frame: np.ndarray  # [T] PSNR of each frame index, averaged over the clips
+
+
+@torch.no_grad()
+def evaluate(
+    tokenizer: VideoTokenizer,
+    val: ClipDataset,
+    device: torch.device,
+    *,
+    max_clips: int,
+    batch_size: int,
+) -> Evaluation:
+    """Reconstruct up to `max_clips` val clips once and measure them every way."""
+    tokenizer.eval()
+    count = min(len(val), max_clips)
+    psnrs, ssims, by_frame, indices, strip = [], [], [], [], None
+    for start in range(0, count, batch_size):
+        real = torch.stack([val[i] for i in range(start, min(count, start + batch_size))])
+        real = real.to(device)
+        recon, idx, _ = tokenizer(real)
+        recon = recon.clamp(-1, 1)
+        psnrs.append(psnr(recon, real).cpu())
+        ssims.append(ssim(recon, real).cpu())
+        frames = range(real.shape[2])
+        by_frame.append(torch.stack([psnr(recon[:, :, t], real[:, :, t]) for t in frames], 1))
+        indices.append(idx.cpu())
+        if strip is None:
+            pairs = torch.cat([real[:4], recon[:4]], dim=-1)  # real | recon side by side
+            frames = rearrange(pairs, "b 1 t h w -> t (b h) w")
+            strip = to_uint8(frames)
+    usage = codebook_usage(torch.cat(indices), tokenizer.codebook_size)
+    T, H, W = val.clip_shape
+    t, h, w = tokenizer.latent_shape(T, H, W)
+    bits_per_token = float(np.log2(tokenizer.codebook_size))
+    token_bits = t * h * w * bits_per_token
+    metrics = {
+        "psnr": float(torch.cat(psnrs).mean()),
+        "ssim": float(torch.cat(ssims).mean()),
+        "codebook_usage": float(usage.usage),
+        "perplexity": float(usage.perplexity),
+        "codebook_size": tokenizer.codebook_size,
+        "bits_per_pixel": token_bits / (T * H * W),
+        "compression_ratio": (T * H * W * 8) / token_bits,
+        "val_clips": count,
+    }
+    return Evaluation(metrics, strip, torch.cat(by_frame).mean(0).cpu().numpy())
