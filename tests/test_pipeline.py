@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from willie.data import ClipDataset
 
 pytestmark = pytest.mark.slow
 
@@ -189,6 +190,42 @@ def test_dvc_repro_runs_every_stage(project: tuple[Path, dict[str, str]]) -> Non
     assert "latent_frechet" in diff["metrics/evaluate.json"]
     run(["git", "add", "-A"], root, env)  # as a user records a reproduced pipeline
     run(["git", "commit", "-qm", "repro"], root, env)
+
+
+def test_runs_record_their_datasets_and_models(
+    project: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = project
+    runs = {stage: found[0] for stage, found in runs_by_stage(root).items()}
+    read = {
+        stage: {d.dataset.name: d for d in run_.inputs.dataset_inputs}
+        for stage, run_ in runs.items()
+    }
+    assert set(read["preprocess"]) == {"film"}
+    assert set(read["train_tokenizer"]) == set(read["tokenize"]) == {"clips"}
+    assert set(read["train_transformer"]) == set(read["evaluate"]) == {"clips", "tokens"}
+    clips = read["train_tokenizer"]["clips"]
+    assert json.loads(clips.dataset.source)["uri"] == str(root / "data/clips")
+    assert "frames" in clips.dataset.schema and len(clips.dataset.digest) == 16
+    assert read["sample"]["clips"].dataset.digest == clips.dataset.digest  # the same data
+    assert {t.key: t.value for t in clips.tags}["mlflow.data.context"] == "training"
+
+    client = client_for(root)
+    experiment = client.get_experiment_by_name("willie").experiment_id
+    models = {m.name: m for m in client.search_logged_models([experiment])}
+    assert set(models) == {"tokenizer", "transformer", "superres"}
+    stages = ("train_tokenizer", "train_transformer", "train_superres")
+    for name, stage in zip(("tokenizer", "transformer", "superres"), stages, strict=True):
+        assert models[name].source_run_id == runs[stage].info.run_id
+    tokenizer = models["tokenizer"]
+    assert tokenizer.params["tokenizer.size"] == "32"  # the stage's params, flattened
+    assert {m.key for m in tokenizer.metrics} >= {"psnr", "ssim"}
+    # The logged model runs: encode a val clip to the tokens the published files give.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    loaded = mlflow.pyfunc.load_model(f"models:/{tokenizer.model_id}")
+    clip = ClipDataset(root / "data/clips", "val", size=32)[0].unsqueeze(0)
+    latent = json.loads((root / "data/tokens/manifest.json").read_text())["latent_shape"]
+    assert loaded.predict(clip.numpy()).shape == (1, *latent)
 
 
 def test_levels_experiment_reruns_exactly_the_stages_downstream_of_the_tokenizer(

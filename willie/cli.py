@@ -37,9 +37,16 @@ def run_stage(
     track: bool,
     work: Callable[[Any, Log | None], dict[str, Any]],
     artifacts: tuple[Path, ...] = (),
+    *,
+    inputs: dict[str, Path] | None = None,
+    model: tuple[str, Path] | None = None,
 ) -> None:
     """Validate the section, run `work(config, log)` inside the stage's MLflow run, write
-    metrics. Under `torchrun` every rank works; only rank 0 tracks and writes metrics."""
+    metrics. Under `torchrun` every rank works; only rank 0 tracks and writes metrics.
+
+    inputs: the datasets the stage reads (name → directory with a manifest), logged as the
+    run's inputs; model: (kind, directory) of the model it publishes, logged as the run's
+    MLflow model."""
     from willie.atomic import write_json
     from willie.config import load_section
     from willie.errors import StopRequested, WillieError
@@ -56,9 +63,17 @@ def run_stage(
             def log(values: dict[str, float], step: int) -> None:
                 mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
 
-            with stage_run(stage, {section: config.model_dump(mode="json")}):
+            from willie.tracking import log_datasets
+
+            values = config.model_dump(mode="json")
+            with stage_run(stage, {section: values}):
+                log_datasets(inputs or {}, "training" if training else stage)
                 metrics = work(config, log)
                 mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+                if model is not None:
+                    from willie.logged_models import log_published_model
+
+                    log_published_model(*model, {section: values}, metrics)
                 if metrics_path is not None:
                     write_json(metrics_path, metrics)
                     mlflow.log_artifact(str(metrics_path))
@@ -133,7 +148,10 @@ def preprocess(
 
         return run_preprocess(cfg, raw, out)
 
-    run_stage("preprocess", "preprocess", params, metrics, track, work, (out / "manifest.json",))
+    artifacts = (out / "manifest.json",)
+    run_stage(
+        "preprocess", "preprocess", params, metrics, track, work, artifacts, inputs={"film": raw}
+    )
 
 
 @app.command("train-tokenizer")
@@ -154,7 +172,17 @@ def train_tokenizer(
         return train_tokenizer(cfg, clips, out, log=log)
 
     artifacts = (out / "recon.gif", out / "MODEL_CARD.md", out / "config.json")
-    run_stage("train_tokenizer", "tokenizer", params, metrics, track, work, artifacts)
+    run_stage(
+        "train_tokenizer",
+        "tokenizer",
+        params,
+        metrics,
+        track,
+        work,
+        artifacts,
+        inputs={"clips": clips},
+        model=("tokenizer", out),
+    )
 
 
 @app.command()
@@ -175,13 +203,19 @@ def tokenize(
 
         return run_tokenize(cfg, clips, tokenizer, out)
 
-    run_stage("tokenize", "tokenizer", params, metrics, track, work, (out / "manifest.json",))
+    artifacts = (out / "manifest.json",)
+    run_stage(
+        "tokenize", "tokenizer", params, metrics, track, work, artifacts, inputs={"clips": clips}
+    )
 
 
 @app.command("train-transformer")
 def train_transformer(
     tokens: Annotated[Path, typer.Option(help="token arrays from `tokenize`")] = Path(
         "data/tokens"
+    ),
+    clips: Annotated[Path, typer.Option(help="clip shards: the realism probe's prompts")] = Path(
+        "data/clips"
     ),
     out: Annotated[Path, typer.Option(help="where the trained model goes")] = Path(
         "stages/transformer"
@@ -196,7 +230,7 @@ def train_transformer(
     def work(cfg: Any, log: Log | None) -> dict[str, Any]:
         from willie.transformer.train import train_transformer
 
-        return train_transformer(cfg, tokens, out, plots, log=log)
+        return train_transformer(cfg, tokens, out, plots, clips_dir=clips, log=log)
 
     artifacts = (
         out / "MODEL_CARD.md",
@@ -207,7 +241,17 @@ def train_transformer(
         plots / "transformer_val_realism.csv",
         plots / "transformer_val_realism.png",
     )
-    run_stage("train_transformer", "transformer", params, metrics, track, work, artifacts)
+    run_stage(
+        "train_transformer",
+        "transformer",
+        params,
+        metrics,
+        track,
+        work,
+        artifacts,
+        inputs={"tokens": tokens, "clips": clips},
+        model=("transformer", out),
+    )
 
 
 @app.command("train-superres")
@@ -228,7 +272,17 @@ def train_superres(
         return train_superres(cfg, clips, out, log=log)
 
     artifacts = (out / "compare.png", out / "MODEL_CARD.md", out / "config.json")
-    run_stage("train_superres", "superres", params, metrics, track, work, artifacts)
+    run_stage(
+        "train_superres",
+        "superres",
+        params,
+        metrics,
+        track,
+        work,
+        artifacts,
+        inputs={"clips": clips},
+        model=("superres", out),
+    )
 
 
 @app.command()
@@ -255,7 +309,7 @@ def sample(
 
         return run_sample(cfg, tokenizer, transformer, superres, clips, out)
 
-    run_stage("sample", "sample", params, metrics, track, work, (out,))
+    run_stage("sample", "sample", params, metrics, track, work, (out,), inputs={"clips": clips})
 
 
 @app.command()
@@ -280,7 +334,8 @@ def evaluate(
         for name in ("recon_psnr_by_frame", "realism_by_second", "frame_change")
         for kind in ("csv", "png")
     )
-    run_stage("evaluate", "evaluate", params, metrics, track, work, artifacts)
+    inputs = {"clips": Path("data/clips"), "tokens": Path("data/tokens")}  # run_evaluate's
+    run_stage("evaluate", "evaluate", params, metrics, track, work, artifacts, inputs=inputs)
 
 
 if __name__ == "__main__":

@@ -142,3 +142,50 @@ def mark_dead_runs_killed(client: Any, experiment_id: str, stage: str) -> list[s
             file=sys.stderr,
         )
     return killed
+
+
+def _schema(name: str, manifest: dict[str, Any]) -> Any:
+    """The columns of a dataset the stages read, from its manifest (None: files, no columns)."""
+    import numpy as np
+    from mlflow.types import Schema, TensorSpec
+
+    if name == "clips":
+        T, H, W = manifest["clip_shape"]
+        columns = [("frames", "uint8", (-1, T, H, W)), ("scene", "int32", (-1,))]
+        columns += [("start_time_s", "float64", (-1,)), ("frame_indices", "int32", (-1, T))]
+    elif name == "tokens":
+        t, h, w = manifest["latent_shape"]
+        columns = [("tokens", manifest["dtype"], (-1, t * h * w)), ("scene", "int32", (-1,))]
+        columns += [("start_frame", "int32", (-1,))]
+    else:
+        return None
+    return Schema([TensorSpec(np.dtype(dtype), shape, col) for col, dtype, shape in columns])
+
+
+def log_datasets(inputs: Mapping[str, Path], context: str) -> None:
+    """`mlflow.log_input` for each dataset directory the stage reads (name → directory with a
+    `manifest.json`): its name, a digest of the manifest (which records the data's checksums
+    and the settings that made it), its path and its columns, for the runs page's Datasets."""
+    import hashlib
+    import json
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for name, directory in inputs.items():
+        manifest_path = directory / "manifest.json"
+        if not manifest_path.is_file():
+            continue
+        text = manifest_path.read_bytes()
+        with warnings.catch_warnings():  # "file: and '' both mean a local path": they do
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(directory.resolve()))
+        dataset = MetaDataset(
+            source,
+            name=name,
+            digest=hashlib.sha256(text).hexdigest()[:16],
+            schema=_schema(name, json.loads(text)),
+        )
+        mlflow.log_input(dataset, context=context)
