@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--patch", type=int, help="default: params.yaml's")
     parser.add_argument("--batch", type=int, default=2, help="training batch")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the tokenizer")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -44,6 +45,8 @@ def main() -> None:
     tokenizer = VideoTokenizer(arch)
     disc = Discriminator(channels=cfg.disc_channels, patch_size=arch.patch_size)
     tokenizer, disc = tokenizer.to(device), disc.to(device)
+    if args.compile:  # as the stage does with `compile: true` (its discriminator stays eager:
+        tokenizer = torch.compile(tokenizer)  # R1 needs double backward, which compile lacks)
     opt_g = torch.optim.AdamW(tokenizer.parameters(), lr=1e-4)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=1e-4)
     shape = (1, 17, args.size, args.size)
@@ -90,6 +93,7 @@ def main() -> None:
     forward_s = median_seconds(synced(forward), repeats=5)
     params = sum(p.numel() for p in tokenizer.parameters()) / 1e6
     where = torch.cuda.get_device_name(device) + ", bf16" if device.type == "cuda" else "fp32"
+    where += ", torch.compile" if args.compile else ""
     print(f"machine: {machine()}; on {where}")
     print(
         f"tokenizer (params.yaml): channels {arch.channels}, patch {arch.patch_size}, norm "

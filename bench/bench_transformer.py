@@ -1,13 +1,14 @@
 """Token transformer benchmarks: KV-cache speed and memory, training throughput, extrapolation.
 
-    python bench/bench_transformer.py [--part cache|memory|train|extrapolation|all]
-                                      [--tokens data/tokens]
+    python bench/bench_transformer.py [--part cache|memory|train|generate|extrapolation|all]
+                                      [--tokens data/tokens] [--device cuda] [--tiny]
 
 - cache: per-token time of KV-cached decoding at a 2,048-token context vs recomputing the
   full forward every step (the baseline), same model, same run.
 - memory: peak memory added by generating 4× the training context vs 1× (each in a fresh
   process: peak RSS minus the RSS after loading the model).
-- train: training tokens/s per attention backend available here (and MFU on CUDA).
+- train: training tokens/s per attention backend available here (and MFU on a known card).
+- generate: KV-cached sampling tokens/s at batch 1 and 8 on `--device` (bf16 on CUDA).
 - extrapolation: on real tokens (`--tokens`, from `dvc repro tokenize`), val bits/token at 1×
   and 2× the training context, ALiBi vs learned absolute positions, same training budget.
 """
@@ -104,15 +105,28 @@ def part_memory() -> None:
     )
 
 
-def part_train() -> None:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# Dense bf16 peak FLOP/s by card, for MFU (None: not known here, MFU not printed).
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for card, peak in PEAK_BF16.items() if card in name), None)
+
+
+def part_train(device: torch.device, tiny: bool) -> None:
     context, batch = (2048, 8) if device.type == "cuda" else (512, 4)
+    sizes = {"layers": 1, "heads": 2, "width": 32} if tiny else {}
+    if tiny:
+        context, batch = 64, 2
     print(f"Training throughput, context {context}, batch {batch}, on {device}:")
     ids = torch.randint(0, 1000, (batch, context), device=device)
     for backend in available_backends(device):
         if backend == "flex" and device.type != "cuda":
             continue
-        model = bench_model(context=context, window=context // 2).to(device).train()
+        model = bench_model(context=context, window=context // 2, **sizes).to(device).train()
         model.set_backend(backend)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -139,10 +153,29 @@ def part_train() -> None:
         # 6·N per token for the weights, + 12·layers·width·window for attention scores
         flops = 6 * model.num_params() + 12 * arch.layers * arch.width * arch.window
         line = f"  {backend:10s} {tokens_per_s:10.0f} tokens/s"
-        if device.type == "cuda":
-            peak = 989e12  # H100 SXM dense bf16
-            line += f"   MFU {tokens_per_s * flops / peak:.1%} (of 989 TFLOP/s bf16)"
+        if peak := peak_flops(device):
+            line += f"   MFU {tokens_per_s * flops / peak:.1%} (of {peak / 1e12:.0f} TFLOP/s bf16)"
         print(line)
+
+
+def part_generate(device: torch.device, tiny: bool) -> None:
+    """KV-cached sampling tokens/s on `device`, batch 1 and 8, from BOS."""
+    sizes = {"layers": 1, "heads": 2, "width": 32} if tiny else {}
+    model = bench_model(context=512, window=256, **sizes).to(device)
+    new = 64 if tiny else 1024
+    print(f"KV-cached generation of {new} tokens from BOS on {device} (window 256):")
+    for batch in (1, 8):
+        prompt = torch.full((batch, 1), model.arch.bos, device=device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            generate(model, prompt, 8)  # warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            generate(model, prompt, new)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        print(f"  batch {batch}   {batch * new / seconds:10.0f} tokens/s")
 
 
 def part_extrapolation(tokens: Path, steps: int) -> None:
@@ -185,7 +218,10 @@ def main() -> None:
     parser.add_argument("--part", default="all")
     parser.add_argument("--tokens", type=Path, default=REPO / "data" / "tokens")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes: a dry run")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.part.startswith("_generate"):
         print(json.dumps(measure_generation(int(args.part.removeprefix("_generate")))))
         return
@@ -197,7 +233,9 @@ def main() -> None:
         elif part == "memory":
             part_memory()
         elif part == "train":
-            part_train()
+            part_train(device, args.tiny)
+        elif part == "generate":
+            part_generate(device, args.tiny)
         elif part == "extrapolation":
             part_extrapolation(args.tokens, args.steps)
         else:

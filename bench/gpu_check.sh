@@ -1,21 +1,43 @@
 #!/usr/bin/env bash
-# The GPU figures the README reports, in one short run on a lent GPU (the device machine):
+# The GPU figures the README reports, in one short run (< 8 minutes) on a lent GPU:
 #
-#     bash bench/gpu_check.sh
+#     bash bench/gpu_check.sh          # on the GPU machine: the figures, with the card's name
+#     bash bench/gpu_check.sh --cpu    # here: the same script on tiny shapes, a dry run
 #
-# The device image has torch but not pydantic (willie.config): carry its wheels in .whl/
-# (README, "GPU figures"); they are installed into /tmp/site first when present.
+# It prints: the tokenizer's bf16 training step and clips/s at 17×128×128 (the seed's scale)
+# and 17×64×64, tokenize (encode) clips/s, a torch.compile smoke run, the transformer's
+# training tokens/s and MFU per attention backend (sdpa, flex, flash-attn where importable),
+# and KV-cached generation tokens/s. Library functions only: no MLflow, no DVC, no data.
+#
+# The device image has torch but not pydantic (willie.config) and cannot download: carry the
+# wheels in the git-ignored .whl/ (README, "Scale: GPUs"); they are installed first where
+# pydantic is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if compgen -G ".whl/*.whl" >/dev/null; then
+if [[ "${1:-}" == "--cpu" ]]; then
+    DEVICE=cpu BIG=32 SMALL=16 BATCH=2 TINY=--tiny
+else
+    DEVICE=cuda BIG=128 SMALL=64 BATCH=8 TINY=
+fi
+if ! python3 -c "import pydantic" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-echo "== tokenizer at 17×128×128, bf16 autocast (training batch 8)"
-python3 bench/bench_tokenizer.py --device cuda --size 128 --batch 8
-echo "== tokenizer at 17×64×64 (the CPU preset's size), bf16 autocast (training batch 8)"
-python3 bench/bench_tokenizer.py --device cuda --size 64 --batch 8
+if [[ $DEVICE == cuda ]]; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+fi
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() \
+if torch.cuda.is_available() else 'CPU')"
+echo "== tokenizer at 17×${BIG}×${BIG} (training batch $BATCH; encode = tokenize)"
+python3 bench/bench_tokenizer.py --device $DEVICE --size $BIG --batch $BATCH
+echo "== tokenizer at 17×${SMALL}×${SMALL} (training batch $BATCH)"
+python3 bench/bench_tokenizer.py --device $DEVICE --size $SMALL --batch $BATCH
+echo "== tokenizer with torch.compile (the stages' compile: true), 17×${SMALL}×${SMALL}"
+python3 bench/bench_tokenizer.py --device $DEVICE --size $SMALL --batch $BATCH --compile
+echo "== transformer training: tokens/s and MFU per attention backend"
+python3 bench/bench_transformer.py --part train --device $DEVICE $TINY
+echo "== transformer: KV-cached generation"
+python3 bench/bench_transformer.py --part generate --device $DEVICE $TINY
+echo "gpu_check: done"

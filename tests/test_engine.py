@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from willie.training.checkpoint import checkpoint_paths
-from willie.training.engine import StepBatchSampler, cosine_with_warmup
+from willie.training.engine import Engine, StepBatchSampler, TrainSettings, cosine_with_warmup
 
 JOB = Path(__file__).with_name("engine_job.py")
 
@@ -150,3 +150,12 @@ def test_ddp_two_cpu_processes_match_one_process(
     for key, value in uninterrupted.items():
         torch.testing.assert_close(final(tmp_path)[key], value, rtol=1e-5, atol=1e-6)
     shutil.rmtree(tmp_path / "checkpoints")
+
+
+def test_compile_wraps_every_module_but_those_that_opt_out(tmp_path: Path) -> None:
+    settings = TrainSettings(max_steps=1, batch_size=1, lr=1e-3, device="cpu", compile=True)
+    engine = Engine(settings, tmp_path / "checkpoints", config={})
+    compiled = engine.prepare("model", torch.nn.Linear(2, 2))
+    eager = engine.prepare("discriminator", torch.nn.Linear(2, 2), compile=False)
+    assert hasattr(compiled, "_orig_mod")  # torch.compile's wrapper (compiles on first call)
+    assert isinstance(eager, torch.nn.Linear)  # R1's double backward needs eager autograd

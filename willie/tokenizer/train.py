@@ -104,7 +104,7 @@ def train_tokenizer(
     )
     tokenizer = engine.prepare("tokenizer", model)
     disc_module = Discriminator(channels=cfg.disc_channels, patch_size=cfg.patch_size)
-    disc = engine.prepare("discriminator", disc_module)
+    disc = engine.prepare("discriminator", disc_module, compile=False)  # R1: double backward
     lecam = LeCAM().to(engine.device)
     engine.optimizer("tokenizer", tokenizer)
     engine.optimizer("discriminator", disc, lr=cfg.disc_lr or cfg.lr)

@@ -263,15 +263,18 @@ class Engine:
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return autocast(self.device)
 
-    def prepare(self, name: str, module: nn.Module) -> nn.Module:
-        """Move to the device, register for checkpoints, wrap in DDP / compile as configured."""
+    def prepare(self, name: str, module: nn.Module, *, compile: bool = True) -> nn.Module:
+        """Move to the device, register for checkpoints, wrap in DDP / compile as configured.
+
+        compile=False keeps this module eager even with `compile: true` (a discriminator whose
+        R1 penalty needs double backward, which compiled autograd does not support)."""
         module = module.to(self.device)
         self._states[name] = module
         wrapped: nn.Module = module
         if self.world > 1 and any(p.requires_grad for p in module.parameters()):
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = DistributedDataParallel(module, device_ids=device_ids)
-        if self.settings.compile:
+        if self.settings.compile and compile:
             wrapped = torch.compile(wrapped)
         return wrapped
 
