@@ -69,11 +69,13 @@ def run_stage(
             with stage_run(stage, {section: values}):
                 log_datasets(inputs or {}, "training" if training else stage)
                 metrics = work(config, log)
-                mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+                model_id = None
                 if model is not None:
                     from willie.logged_models import log_published_model
 
-                    log_published_model(*model, {section: values}, metrics)
+                    model_id = log_published_model(*model, {section: values})
+                # the run's metrics, and the model's where it published one
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=model_id)
                 if metrics_path is not None:
                     write_json(metrics_path, metrics)
                     mlflow.log_artifact(str(metrics_path))

@@ -10,7 +10,8 @@ page's Models column and `mlflow.search_logged_models` find it, and
     ids = model.predict(prompt, params={"new_tokens": 64, "temperature": 0.6})  # transformer
     big = model.predict(small)                          # superres: [B, 1, T, h, w] → 2× size
 
-runs it. Imported only when a stage tracks (it imports mlflow).
+runs it. The model is logged as code (this file, with the `willie` package beside it), not
+as a pickle. Imported only when a stage tracks (it imports mlflow).
 """
 
 from __future__ import annotations
@@ -29,16 +30,14 @@ REQUIREMENTS = ["torch>=2.4", "einops>=0.8", "safetensors>=0.4", "numpy>=1.26", 
 
 
 class PublishedModel(mlflow.pyfunc.PythonModel):
-    """One of the pipeline's models, loaded from its published files."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind  # tokenizer | transformer | superres
+    """One of the pipeline's models (`model_config["kind"]`), loaded from its published files."""
 
     def load_context(self, context: Any) -> None:
         from willie.superres.model import load_superres
         from willie.tokenizer.model import load_tokenizer
         from willie.transformer.model import load_transformer
 
+        self.kind = context.model_config["kind"]  # tokenizer | transformer | superres
         loaders = {"tokenizer": load_tokenizer, "transformer": load_transformer}
         directory = Path(context.artifacts["config.json"]).parent  # all files side by side
         self.model = loaders.get(self.kind, load_superres)(directory)
@@ -64,20 +63,20 @@ class PublishedModel(mlflow.pyfunc.PythonModel):
             return generate(self.model, x.long(), int(params.get("new_tokens", 1)), pick).numpy()
 
 
-def log_published_model(
-    kind: str, directory: Path, config: dict[str, Any], metrics: dict[str, Any]
-) -> str:
-    """Log `directory`'s published model to the active run, with the stage's params and
-    metrics; returns its model id."""
+def log_published_model(kind: str, directory: Path, config: dict[str, Any]) -> str:
+    """Log `directory`'s published model to the active run, with the stage's params; returns
+    its model id (log the stage's metrics with it: `mlflow.log_metrics(..., model_id=…)`)."""
     info = mlflow.pyfunc.log_model(
         name=kind,
-        python_model=PublishedModel(kind),
+        python_model=__file__,  # MLflow's "models from code": this file, no pickle
+        model_config={"kind": kind},
         artifacts={name: str(directory / name) for name in FILES},
         code_paths=[str(Path(willie.__file__).parent)],
         pip_requirements=REQUIREMENTS,
         params={k: str(v) for k, v in flatten(config).items()},
         model_type=kind,
     )
-    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-    mlflow.log_metrics(numbers, model_id=info.model_id)
     return info.model_id
+
+
+mlflow.models.set_model(PublishedModel())  # what MLflow serves when it loads this file
