@@ -192,9 +192,7 @@ def test_dvc_repro_runs_every_stage(project: tuple[Path, dict[str, str]]) -> Non
     run(["git", "commit", "-qm", "repro"], root, env)
 
 
-def test_runs_record_their_datasets_and_models(
-    project: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_runs_record_their_datasets_and_models(project: tuple[Path, dict[str, str]]) -> None:
     root, _ = project
     runs = {stage: found[0] for stage, found in runs_by_stage(root).items()}
     read = {
@@ -221,8 +219,12 @@ def test_runs_record_their_datasets_and_models(
     assert tokenizer.params["tokenizer.size"] == "32"  # the stage's params, flattened
     assert {m.key for m in tokenizer.metrics} >= {"psnr", "ssim"}
     # The logged model runs: encode a val clip to the tokens the published files give.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    loaded = mlflow.pyfunc.load_model(f"models:/{tokenizer.model_id}")
+    before = mlflow.get_tracking_uri()  # earlier tests may have set it process-wide
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    try:
+        loaded = mlflow.pyfunc.load_model(f"models:/{tokenizer.model_id}")
+    finally:
+        mlflow.set_tracking_uri(before)
     clip = ClipDataset(root / "data/clips", "val", size=32)[0].unsqueeze(0)
     latent = json.loads((root / "data/tokens/manifest.json").read_text())["latent_shape"]
     assert loaded.predict(clip.numpy()).shape == (1, *latent)
