@@ -320,6 +320,10 @@ def evaluate(
     samples: Annotated[Path, typer.Option(help="the gallery from `sample`")] = Path(
         "stages/samples"
     ),
+    clips: Annotated[Path, typer.Option(help="clip shards: the real frames")] = Path("data/clips"),
+    tokens: Annotated[Path, typer.Option(help="token arrays from `tokenize`")] = Path(
+        "data/tokens"
+    ),
     params: ParamsOption = Path("params.yaml"),
     metrics: MetricsOption = Path("metrics/evaluate.json"),
     track: TrackOption = True,
@@ -329,14 +333,16 @@ def evaluate(
     def work(cfg: Any, log: Log | None) -> dict[str, Any]:
         from willie.evaluation.report import run_evaluate
 
-        return run_evaluate(cfg, samples_dir=samples, plots_dir=plots)
+        return run_evaluate(
+            cfg, clips_dir=clips, tokens_dir=tokens, samples_dir=samples, plots_dir=plots
+        )
 
     artifacts = tuple(
         plots / f"{name}.{kind}"
         for name in ("recon_psnr_by_frame", "realism_by_second", "frame_change")
         for kind in ("csv", "png")
     )
-    inputs = {"clips": Path("data/clips"), "tokens": Path("data/tokens")}  # run_evaluate's
+    inputs = {"clips": clips, "tokens": tokens}
     run_stage("evaluate", "evaluate", params, metrics, track, work, artifacts, inputs=inputs)
 
 

@@ -91,7 +91,8 @@ def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[ActiveRun]:
 
     workspace = workspace_root()
     mlflow.set_tracking_uri(tracking_uri(workspace))
-    experiment_id = _experiment_id(mlflow.MlflowClient(), workspace)
+    client = mlflow.MlflowClient()
+    experiment_id = _experiment_id(client, workspace)
     tags = {"stage": stage, "mlflow.source.name": f"willie {stage}"}
     if commit := git_commit(Path.cwd()):
         tags["git_commit"] = tags["mlflow.source.git.commit"] = commit
@@ -99,7 +100,7 @@ def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[ActiveRun]:
         tags["dvc_exp_name"] = exp_name
     tags |= {"host": socket.gethostname(), "pid": str(os.getpid())}
     run_name = f"{stage} ({exp_name})" if exp_name else stage
-    mark_dead_runs_killed(mlflow.MlflowClient(), experiment_id, stage)
+    mark_dead_runs_killed(client, experiment_id, stage)
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     try:
         mlflow.log_params({k: str(v) for k, v in flatten(params).items()})
