@@ -32,3 +32,16 @@ def isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test logs to its own MLflow store and download cache, never the workspace's."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("WILLIE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def synthetic_raw_dir(root: Path, *, seed: int, seconds: float) -> Path:
+    """`root/raw` as `download` leaves it for a synthetic film of `seconds` (film + manifest)."""
+    from willie.atomic import write_json
+    from willie.data.download import manifest_of
+    from willie.data.synthetic import render_synthetic_film
+
+    raw = root / "raw"
+    raw.mkdir()
+    render_synthetic_film(raw / "film.mp4", seed=seed, seconds=seconds)
+    write_json(raw / "manifest.json", manifest_of(raw, ["film.mp4"], "synthetic"))
+    return raw

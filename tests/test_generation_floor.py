@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from willie.atomic import write_json
+from tests.conftest import synthetic_raw_dir
 from willie.config import PreprocessConfig, TokenizerConfig, TransformerConfig
-from willie.data.download import manifest_of
 from willie.data.preprocess import run_preprocess
-from willie.data.synthetic import render_synthetic_film
 from willie.tokenizer.tokenize import run_tokenize
 from willie.tokenizer.train import train_tokenizer
 from willie.transformer.data import TokenManifest
@@ -32,10 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
-    raw = root / "raw"
-    raw.mkdir()
-    render_synthetic_film(raw / "film.mp4", seed=3, seconds=10)
-    write_json(raw / "manifest.json", manifest_of(raw, ["film.mp4"], "synthetic"))
+    raw = synthetic_raw_dir(root, seed=3, seconds=10)
     run_preprocess(PreprocessConfig(size=32, clip_frames=9, stride=4), raw, root / "clips")
     torch.manual_seed(0)
     tokenizer = TokenizerConfig(

@@ -13,13 +13,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from willie.atomic import write_json
+from tests.conftest import synthetic_raw_dir
 from willie.cli import app
 from willie.config import PreprocessConfig, TokenizerConfig
 from willie.data.dataset import ClipDataset
-from willie.data.download import manifest_of
 from willie.data.preprocess import run_preprocess
-from willie.data.synthetic import render_synthetic_film
 from willie.errors import WillieError
 from willie.tokenizer import load_tokenizer
 from willie.tokenizer.tokenize import run_tokenize
@@ -42,10 +40,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
-    raw = root / "raw"
-    raw.mkdir()
-    render_synthetic_film(raw / "film.mp4", seed=3, seconds=8)
-    write_json(raw / "manifest.json", manifest_of(raw, ["film.mp4"], "synthetic"))
+    raw = synthetic_raw_dir(root, seed=3, seconds=8)
     run_preprocess(PreprocessConfig(size=32, clip_frames=9, stride=8), raw, root / "clips")
     return root / "clips"
 
