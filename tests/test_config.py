@@ -28,6 +28,7 @@ def test_repository_params_are_valid() -> None:
         ({"val_fraction": 1.5}, ["preprocess.val_fraction = 1.5", "less than 1"]),
         ({"sizee": 64}, ["preprocess.sizee: unknown key", "Allowed keys", "size"]),
         ({"size": "big"}, ["preprocess.size = 'big'"]),
+        ({"audio_rate": 16000}, ["666.67 samples per frame", "12000, 24000, 48000"]),
     ],
 )
 def test_bad_preprocess_value_names_key_value_and_rule(values: dict, expected: list[str]) -> None:

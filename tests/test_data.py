@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from willie.data.dataset import ClipDataset, area_resize
+from willie.data.dataset import AudioClips, ClipDataset, area_resize
 from willie.data.shards import ClipRow, ClipShardWriter
 from willie.errors import WillieError
 
@@ -21,6 +21,25 @@ def clips_dir(tmp_path: Path) -> Path:
                 frames[:, :8] = 255  # top half white: area-downsampling mixes it
                 writer.add(ClipRow(frames, scene=i, start_time_s=0.0, frame_indices=np.arange(5)))
     return tmp_path
+
+
+def test_audio_beside_the_frames_and_silence_marked_not_faked(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        with ClipShardWriter(tmp_path / split, SHAPE, audio_rate=240, audio_samples=50) as writer:
+            for i in range(4):
+                sound = None if i % 2 else np.full(50, 1000 * (i + 1), np.int16)
+                frames = np.zeros(SHAPE, np.uint8)
+                writer.add(ClipRow(frames, i, 0.0, np.arange(5), sound))
+    data = ClipDataset(tmp_path, "train", size=8, audio=True)
+    batch = next(iter(DataLoader(data, batch_size=4)))
+    video, audio, has_audio = batch
+    assert video.shape == (4, 1, 5, 8, 8) and audio.shape == (4, 1, 50)
+    assert has_audio.tolist() == [True, False, True, False]
+    torch.testing.assert_close(audio[2], torch.full((1, 50), 3000 / 32767))
+    assert ClipDataset(tmp_path, "val")[0].shape == (1, 5, 16, 16)  # frames alone by default
+    sounds = AudioClips(tmp_path, "val")
+    assert len(sounds) == 2 and sounds.rate == 240 and sounds.indices.tolist() == [0, 2]
+    torch.testing.assert_close(sounds[1], torch.full((1, 50), 3000 / 32767))
 
 
 def test_items_are_float_clips_in_unit_range(clips_dir: Path) -> None:

@@ -395,7 +395,7 @@ def test_a_directory_is_every_video_in_it_by_name(films: Path, tmp_path: Path) -
         "bytes": sum(f["bytes"] for f in manifest["files"]),
         "frames": 60,
         "duration_s": pytest.approx(2.5, abs=0.05),
-        "with_audio": 0,
+        "with_audio": 2,  # synthetic films carry their soundtrack
     }
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [
         "a_first.mp4",

@@ -215,6 +215,18 @@ def test_the_same_shot_in_two_files_stays_on_one_side(
     assert boat_a["shot"] == boat_b["shot"] != wheel["shot"]
     assert boat_a["split"] == boat_b["split"] != wheel["split"]
     assert metrics["scenes"] == 3 and metrics["shots"] == 2
+    # The opening is silent, the second file has the film's soundtrack: each clip says which.
+    manifest = json.loads((tmp_path / "clips" / "manifest.json").read_text())
+    assert [f["has_audio"] for f in manifest["files"]] == [False, True]
+    for split in ("train", "val"):
+        shards = ClipShards(tmp_path / "clips" / split)
+        assert metrics[f"clips_with_audio_{split}"] == shards.has_audio.sum()
+        for i, scene in enumerate(shards.scene):
+            sound = shards.audio(i)
+            if scenes[scene]["file"] == shared_clip.name:
+                assert sound is None and not shards.has_audio[i]
+            else:  # whistling, toots, the score: sound, not silence
+                assert sound is not None and sound.std() > 100  # of 32,767
 
 
 def test_same_shots_groups_scenes_that_show_the_same_drawing() -> None:

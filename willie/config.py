@@ -125,6 +125,9 @@ class PreprocessConfig(Section):
     )
     black_level: int = Field(24, ge=0, le=128, description="max brightness of letterbox bars")
     shard_clips: int = Field(256, ge=1, description="clips per Arrow shard")
+    audio_rate: int = Field(
+        12000, ge=4000, le=48000, description="each clip's soundtrack: mono samples per second"
+    )
 
     @field_validator("clip_frames")
     @classmethod
@@ -136,10 +139,27 @@ class PreprocessConfig(Section):
             )
         return frames
 
+    @model_validator(mode="after")
+    def _whole_samples_per_frame(self) -> PreprocessConfig:
+        per_frame = self.audio_rate / self.fps
+        if per_frame != int(per_frame):
+            fits = [r for r in (8000, 12000, 16000, 24000, 32000, 48000) if r / self.fps % 1 == 0]
+            raise ValueError(
+                f"audio_rate={self.audio_rate} gives {per_frame:.2f} samples per frame at "
+                f"{self.fps:g} fps: a frame's sound (and a latent frame's, the audio tokens' "
+                f"unit) must be whole samples; use one of {fits}"
+            )
+        return self
+
     @property
     def frame_size(self) -> tuple[int, int]:
         """(height, width) of the stored frames."""
         return self.size
+
+    @property
+    def audio_per_frame(self) -> int:
+        """Soundtrack samples per video frame."""
+        return round(self.audio_rate / self.fps)
 
 
 class TrainingSection(Section):

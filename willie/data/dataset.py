@@ -26,6 +26,11 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
     return ((video.detach().float() + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
 
 
+def pcm_to_unit(audio: np.ndarray) -> torch.Tensor:
+    """int16 PCM → float32 [-1, 1]."""
+    return torch.from_numpy(audio.astype(np.float32) / 32767)
+
+
 def area_resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Area-downsample the last two dims of [..., T, H, W] frames to `size`."""
     if tuple(video.shape[-2:]) == tuple(size):
@@ -41,6 +46,10 @@ class ClipDataset(Dataset[torch.Tensor]):
     `ClipDataset("data/clips", "train", size=64)` area-downsamples on the fly from the stored
     resolution (e.g. the tokenizer's 64×64 input from 128×128 shards). Reads are memory-mapped
     random access; safe with DataLoader workers (each reopens the maps) and DistributedSampler.
+
+    With `audio=True` an item is `(video [1, T, H, W], audio [1, S], has_audio)`: the clip's
+    soundtrack in [-1, 1] (S = T × audio_rate / fps), all zeros where `has_audio` is False —
+    the flag, not the zeros, says whether the clip has sound.
     """
 
     def __init__(
@@ -48,6 +57,8 @@ class ClipDataset(Dataset[torch.Tensor]):
         clips_dir: str | os.PathLike[str],
         split: str,
         size: int | tuple[int, int] | None = None,
+        *,
+        audio: bool = False,
     ) -> None:
         if split not in SPLITS:
             raise WillieError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -61,6 +72,7 @@ class ClipDataset(Dataset[torch.Tensor]):
                 f"requested clip size {self.size} exceeds the stored {H}×{W}: clips are only "
                 "downsampled; raise preprocess.size and re-run preprocess"
             )
+        self.audio = audio
 
     @property
     def clip_shape(self) -> tuple[int, int, int]:
@@ -69,6 +81,32 @@ class ClipDataset(Dataset[torch.Tensor]):
     def __len__(self) -> int:
         return len(self.shards)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, bool]:
         clip = torch.from_numpy(self.shards[index].copy())  # copy: the map is read-only
-        return area_resize(to_unit_range(clip), self.size).unsqueeze(0)  # [1, T, H, W]
+        video = area_resize(to_unit_range(clip), self.size).unsqueeze(0)  # [1, T, H, W]
+        if not self.audio:
+            return video
+        sound = self.shards.audio(index)
+        if sound is None:
+            return video, torch.zeros(1, self.shards.audio_samples), False
+        return video, pcm_to_unit(sound).unsqueeze(0), True  # [1, S]
+
+
+class AudioClips(Dataset[torch.Tensor]):
+    """The soundtracks of one split's clips that have one: [1, S] float in [-1, 1] each.
+
+    `indices` maps an item back to its clip in the split's shards.
+    """
+
+    def __init__(self, clips_dir: str | os.PathLike[str], split: str) -> None:
+        if split not in SPLITS:
+            raise WillieError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        self.shards = ClipShards(Path(clips_dir) / split)
+        self.indices = np.flatnonzero(self.shards.has_audio)
+        self.rate = self.shards.audio_rate
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return pcm_to_unit(self.shards.audio(int(self.indices[index]))).unsqueeze(0)  # [1, S]

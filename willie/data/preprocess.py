@@ -4,7 +4,9 @@ For each file of the corpus, on its own terms: decode (PyAV, gray) → crop its 
 area-resize to `preprocess.size` → drop the duplicates that re-timing 24 fps film to 29.97 fps
 video inserted → split at its scene cuts. Then, over the corpus (a file boundary is a cut, scene
 ids are unique): group scenes that show the same shot → cut `clip_frames`-frame clips with
-`stride`, never across a cut → split train/val by shot, so no shot is on both sides.
+`stride`, never across a cut → split train/val by shot, so no shot is on both sides. Each clip
+keeps the soundtrack of exactly its frames (mono at `preprocess.audio_rate`), or none where its
+file is silent.
 
 Bars are found on sample frames (keyframes across the film plus its first seconds), so the
 film is decoded once, with crop and resize done inside FFmpeg's filter graph.
@@ -21,11 +23,12 @@ import numpy as np
 
 from willie.atomic import atomic_path, read_json, write_json
 from willie.config import PreprocessConfig
-from willie.data.shards import ClipRow, ClipShardWriter
+from willie.data.shards import ClipRow, ClipShardWriter, to_pcm16
 from willie.data.video import (
     Box,
     VideoError,
     VideoInfo,
+    decode_audio,
     iter_gray_frames,
     probe,
     sample_gray_frames,
@@ -223,6 +226,20 @@ class Footage:
     times: np.ndarray  # [N] source timestamps (s)
     scenes: list[tuple[int, int]]  # [lo, hi) in `frames`
     about: dict  # for the manifest
+    audio: (
+        np.ndarray | None
+    )  # [samples] mono float at audio_rate, on the source clock; None: silent
+
+    def clip_audio(self, start_s: float, samples: int, rate: int) -> np.ndarray | None:
+        """The `samples` of sound from source time `start_s` (a clip's first frame), or None
+        when the file is silent or its sound ends more than a frame's worth before the clip's."""
+        if self.audio is None:
+            return None
+        lo = round(start_s * rate)
+        piece = self.audio[lo : lo + samples]
+        if samples - len(piece) > rate / 24:  # the stream stops well before the picture
+            return None
+        return to_pcm16(np.pad(piece, (0, samples - len(piece))))
 
 
 def prepare(video: Path, cfg: PreprocessConfig) -> tuple[Footage, float]:
@@ -244,7 +261,9 @@ def prepare(video: Path, cfg: PreprocessConfig) -> tuple[Footage, float]:
         "crop_box": {"picture": vars(picture), "used": vars(box)},
     }
     scenes = list(itertools.pairwise([0, *cuts.tolist(), len(frames)]))
-    return Footage(video.name, frames, times, scenes, about), decode_s
+    audio = decode_audio(video, cfg.audio_rate)
+    about["has_audio"] = audio is not None
+    return Footage(video.name, frames, times, scenes, about, audio), decode_s
 
 
 def same_shots(frames: np.ndarray, scenes: list[tuple[int, int]], every: int = 4) -> list[int]:
@@ -308,18 +327,33 @@ def run_preprocess(
 
     T = cfg.clip_frames
     clip_shape = (T, *cfg.frame_size)
+    samples = T * cfg.audio_per_frame
     shards: dict[str, list[str]] = {}
+    with_audio: dict[str, int] = {}
     with atomic_path(out_dir) as temp:
         for split, clips in (("train", train), ("val", val)):
-            with ClipShardWriter(temp / split, clip_shape, cfg.shard_clips) as writer:
+            with ClipShardWriter(
+                temp / split,
+                clip_shape,
+                cfg.shard_clips,
+                audio_rate=cfg.audio_rate,
+                audio_samples=samples,
+            ) as writer:
+                with_audio[split] = 0
                 for clip in clips:
                     span = slice(clip.start, clip.start + T)
+                    start_s = float(times[clip.start])  # in its own file
+                    audio = footage[scene_file[clip.scene]].clip_audio(
+                        start_s, samples, cfg.audio_rate
+                    )
+                    with_audio[split] += audio is not None
                     writer.add(
                         ClipRow(
                             frames[span],
                             clip.scene,
-                            float(times[clip.start]),  # in its own file
+                            start_s,
                             np.arange(clip.start, clip.start + T),  # in the corpus
+                            audio,
                         )
                     )
             shards[split] = [p.name for p in writer.paths]
@@ -336,6 +370,8 @@ def run_preprocess(
             "fps": cfg.fps,
             "clip_shape": list(clip_shape),
             "dtype": "uint8",
+            "audio_rate": cfg.audio_rate,
+            "audio_samples": samples,
             "stride": cfg.stride,
             "files": [
                 part.about
@@ -361,6 +397,7 @@ def run_preprocess(
             "split_seed": cfg.seed,
             "val_fraction": cfg.val_fraction,
             "clips": {"train": len(train), "val": len(val)},
+            "clips_with_audio": with_audio,
             "shards": shards,
         }
         write_json(temp / "manifest.json", manifest)
@@ -376,6 +413,8 @@ def run_preprocess(
         "shots": len(set(shots)),
         "clips_train": len(train),
         "clips_val": len(val),
+        "clips_with_audio_train": with_audio["train"],
+        "clips_with_audio_val": with_audio["val"],
         "decode_fps": round(decoded / decode_s, 1),
         "stage_fps": round(decoded / seconds, 1),
         "seconds": round(seconds, 3),

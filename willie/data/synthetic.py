@@ -8,7 +8,9 @@ smoke, a mouse walking along a pier or swaying at the helm); and every frame get
 grain, flicker, dust and scratches of an old print.
 
 Everything follows from the seed — scene order and lengths, positions, speeds, tones, grain —
-so the same seed gives the same frames and, through `write_mp4`, the same bytes.
+so the same seed gives the same frames and, through `write_mp4`, the same bytes. The MP4 has a
+soundtrack (`willie.data.soundtrack`): a whistle toots as each smoke puff leaves a stack, the
+mouse whistles a tune at the helm, and the sound cuts where the picture cuts.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageDraw
 
+from willie.data.soundtrack import SceneSound, render_soundtrack
 from willie.data.video import write_mp4
 from willie.errors import WillieError
 
 FRAME_WIDTH, FRAME_HEIGHT = 384, 240
+AUDIO_RATE = 24_000  # the soundtrack's sample rate in the MP4 (AAC, mono)
 # x, y, width, height of the 4:3 picture; columns outside it are the pure black (0) bars.
 PICTURE_BOX = (32, 0, 320, 240)
 SCENE_SECONDS = 5.0  # a cut every 4–6 s on average
@@ -47,6 +51,7 @@ class SyntheticFilm:
     height: int
     picture_box: tuple[int, int, int, int]  # x, y, width, height of the picture inside the bars
     cut_frames: tuple[int, ...]  # index of the first frame of each scene after the first
+    audio_rate: int  # of its AAC soundtrack
 
 
 # --- drawing primitives -------------------------------------------------------------------
@@ -820,15 +825,38 @@ def plan_scenes(*, seed: int, seconds: float, fps: int = 24) -> tuple[Scene, ...
     )
 
 
+def _painter(scene: Scene, fps: int) -> ScenePainter:
+    *_, w, h = PICTURE_BOX
+    return SCENE_KINDS[scene.kind](np.random.default_rng(scene.seed), w, h, scene.frames / fps)
+
+
+def scene_sounds(scenes: Sequence[Scene], fps: int) -> list[SceneSound]:
+    """What each scene sounds like: its stack's puffs (when each is born, as `draw_smoke`
+    draws them) and, at the helm, the mouse's beat."""
+    sounds = []
+    for scene in scenes:
+        painter = _painter(scene, fps)
+        seconds = scene.frames / fps
+        smoke: Smoke | None = getattr(painter, "smoke", None)
+        puffs = () if smoke is None else tuple(np.arange(0, seconds, smoke.interval).tolist())
+        beat = getattr(painter, "beat", None) if isinstance(painter, HelmScene) else None
+        sounds.append(SceneSound(seconds, puffs, beat, scene.seed % 2**32))
+    return sounds
+
+
+def render_audio(*, seed: int, seconds: float, fps: int = 24, rate: int = AUDIO_RATE) -> np.ndarray:
+    """The film's soundtrack: mono float in [-1, 1] at `rate` Hz, sample 0 at the first frame."""
+    scenes = plan_scenes(seed=seed, seconds=seconds, fps=fps)
+    return render_soundtrack(scene_sounds(scenes, fps), rate, seed)
+
+
 def render_frames(*, seed: int, seconds: float, fps: int = 24) -> Iterator[np.ndarray]:
     """Yield the film's [FRAME_HEIGHT, FRAME_WIDTH] uint8 frames: the picture between bars."""
     scenes = plan_scenes(seed=seed, seconds=seconds, fps=fps)
     x, y, w, h = PICTURE_BOX
     film = OldFilm(seed, h, w)
     for scene in scenes:
-        painter: ScenePainter = SCENE_KINDS[scene.kind](
-            np.random.default_rng(scene.seed), w, h, scene.frames / fps
-        )
+        painter = _painter(scene, fps)
         for i in range(scene.frames):
             image = Image.new("L", (w, h))
             painter.paint(image, i / fps)
@@ -843,9 +871,17 @@ def render_frames(*, seed: int, seconds: float, fps: int = 24) -> Iterator[np.nd
 def render_synthetic_film(
     path: str | os.PathLike[str], *, seed: int, seconds: float, fps: int = 24
 ) -> SyntheticFilm:
-    """Draw the film and write it to `path` as H.264 MP4 (atomically; same seed, same bytes)."""
+    """Draw the film and write it to `path` as H.264 MP4 with its AAC soundtrack (atomically;
+    same seed, same bytes)."""
     scenes = plan_scenes(seed=seed, seconds=seconds, fps=fps)
-    frames = write_mp4(path, render_frames(seed=seed, seconds=seconds, fps=fps), fps, crf=CRF)
+    frames = write_mp4(
+        path,
+        render_frames(seed=seed, seconds=seconds, fps=fps),
+        fps,
+        crf=CRF,
+        audio=render_audio(seed=seed, seconds=seconds, fps=fps),
+        audio_rate=AUDIO_RATE,
+    )
     return SyntheticFilm(
         path=Path(path),
         frames=frames,
@@ -854,4 +890,5 @@ def render_synthetic_film(
         height=FRAME_HEIGHT,
         picture_box=PICTURE_BOX,
         cut_frames=tuple(scene.start for scene in scenes[1:]),
+        audio_rate=AUDIO_RATE,
     )

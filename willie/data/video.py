@@ -1,4 +1,4 @@
-"""Video I/O through PyAV: probing, fast grayscale decoding, H.264 encoding.
+"""Video I/O through PyAV: probing, fast grayscale decoding, the soundtrack, H.264 + AAC encoding.
 
 Decoding runs crop → area resize → grayscale inside an FFmpeg filter graph, in C, so the
 per-frame cost stays close to the bare decode (see `bench/bench_preprocess.py`).
@@ -203,24 +203,79 @@ def sample_gray_frames(
     return samples
 
 
+def decode_audio(path: str | os.PathLike[str], rate: int) -> np.ndarray | None:
+    """The first audio stream as mono float32 in [-1, 1] at `rate` Hz, on the container's
+    clock: sample i sounds at time i / rate (leading silence where the stream starts late),
+    so it lines up with the video frames' presentation times. None: the file has no audio.
+    """
+    with _open(path) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks: list[np.ndarray] = []
+        start: float | None = None
+        try:
+            for frame in container.decode(stream):
+                if start is None:
+                    start = float(frame.time or 0.0)
+                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{path}: corrupt audio stream ({e})") from None
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    lead = round((start or 0.0) * rate)
+    if lead > 0:
+        samples = np.concatenate([np.zeros(lead, np.float32), samples])
+    elif lead < 0:
+        samples = samples[-lead:]
+    return np.clip(samples, -1, 1).astype(np.float32, copy=False)
+
+
+AAC_BITRATE = 64_000  # mono: ample for a 1928 optical soundtrack
+
+
 def write_mp4(
     path: str | os.PathLike[str],
     frames: Iterable[np.ndarray],
     fps: int | Fraction = 24,
     *,
     crf: int = 18,
+    audio: np.ndarray | None = None,
+    audio_rate: int = 0,
 ) -> int:
-    """Encode [H, W] uint8 gray frames as H.264 (yuv420p, plays everywhere); atomic.
+    """Encode [H, W] uint8 gray frames as H.264 (yuv420p, plays everywhere), and `audio`
+    (mono float in [-1, 1] at `audio_rate` Hz, sample 0 at the first frame) as an AAC track;
+    atomic. The sound is interleaved with the frames it belongs to.
 
     Returns the number of frames written.
     """
-    count = 0
+    if audio is not None and audio_rate <= 0:
+        raise ValueError("write_mp4: audio needs its audio_rate")
+    rate = Fraction(fps)
+    count, sent = 0, 0
     with atomic_path(path) as temp, av.open(str(temp), mode="w", format="mp4") as container:
         stream = None
+        sound = None
+        if audio is not None:
+            sound = container.add_stream("aac", rate=audio_rate, layout="mono")
+            sound.bit_rate = AAC_BITRATE
+
+        def send_audio(until: int) -> None:
+            nonlocal sent
+            if sound is None or until <= sent:
+                return
+            chunk = np.ascontiguousarray(audio[sent:until], np.float32).reshape(1, -1)
+            piece = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+            piece.sample_rate, piece.pts = audio_rate, sent
+            piece.time_base = Fraction(1, audio_rate)
+            container.mux(sound.encode(piece))
+            sent = until
+
         for pixels in frames:
             if stream is None:
                 height, width = pixels.shape
-                stream = container.add_stream("libx264", rate=Fraction(fps))
+                stream = container.add_stream("libx264", rate=rate)
                 stream.width, stream.height = width, height
                 stream.pix_fmt = "yuv420p"
                 # Deterministic output: frame threads in x264 make bits depend on timing.
@@ -228,9 +283,14 @@ def write_mp4(
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="gray")
             container.mux(stream.encode(frame))
             count += 1
+            if audio is not None:
+                send_audio(min(len(audio), round(count * audio_rate / rate)))
         if stream is None:
             raise VideoError(f"{path}: no frames to write")
         container.mux(stream.encode(None))
+        if sound is not None:
+            send_audio(len(audio))
+            container.mux(sound.encode(None))
     return count
 
 
