@@ -205,6 +205,7 @@ def test_samples_json_lists_every_sample(gallery: tuple[Path, dict]) -> None:
         "frames": 24,
         "size": [64, 64],
         "prompt_frames": 8,
+        "sound": False,
         "settings": {"seed": 0, "temperature": 0.9, "top_k": 64, "tokens/s": 123.456},
     }
     assert second["files"] == {"mp4": "sample_001.mp4", "gif": "sample_001.gif"}

@@ -19,7 +19,6 @@ from willie.config import PreprocessConfig, TokenizerConfig, TransformerConfig
 from willie.data.preprocess import run_preprocess
 from willie.tokenizer.tokenize import run_tokenize
 from willie.tokenizer.train import train_tokenizer
-from willie.transformer.data import TokenManifest
 from willie.transformer.model import TokenTransformer, load_transformer
 from willie.transformer.selection import RealismProbe
 from willie.transformer.train import train_transformer
@@ -61,7 +60,7 @@ def test_samples_look_more_like_the_film_than_decoded_noise(tiny_demo: Path) -> 
     probe = RealismProbe(
         tiny_demo / "tokenizer",
         tiny_demo / "clips",
-        TokenManifest.read(tiny_demo / "tokens"),
+        tiny_demo / "tokens",
         samples=4,
         frames=17,
         temperature=1.0,

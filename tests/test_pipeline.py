@@ -15,6 +15,7 @@ import yaml
 
 from tests.conftest import REPO
 from willie.data import ClipDataset
+from willie.data.video import probe
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +55,14 @@ TINY = {
         "warmup_steps": 1,
         "eval_clips": 2,
     },
+    "audio": {
+        "channels": 4,
+        "dilations": [1],
+        "batch_size": 2,
+        "max_steps": 4,
+        "warmup_steps": 1,
+        "eval_clips": 2,
+    },
     "sample": {"num_clips": 2, "frames": 17, "prompt_frames": 5},
     "evaluate": {"max_clips": 8},
 }
@@ -64,6 +73,7 @@ STAGES = {
     "tokenize",
     "train_transformer",
     "train_superres",
+    "train_audio_tokenizer",
     "sample",
     "evaluate",
 }
@@ -147,13 +157,20 @@ def test_dvc_repro_runs_every_stage(project: tuple[Path, dict[str, str]]) -> Non
     assert (root / "stages/tokenizer/model.safetensors").is_file()
     tokens = json.loads((root / "data/tokens/manifest.json").read_text())
     assert tokens["latent_shape"] == [3, 4, 4]
+    assert tokens["audio"]["group"] == 8  # the synthetic film's sound: 8 tokens a latent frame
 
     transformer = json.loads((root / "metrics/transformer.json").read_text())
     assert {"val_bits_per_token", "val_bits_per_token_2x"} <= set(transformer)
+    assert {"val_audio_bits_per_token", "audio_baseline_val_bits_per_token"} <= set(transformer)
+    audio = json.loads((root / "metrics/audio_tokenizer.json").read_text())
+    assert {"si_snr", "baseline_si_snr", "stft_distance_db"} <= set(audio)  # the film has sound
+    assert (root / "stages/audio_tokenizer/recon.wav").stat().st_size > 1000
     superres = json.loads((root / "metrics/superres.json").read_text())
     assert {"psnr", "psnr_bicubic"} <= set(superres)
     samples = root / "stages/samples"
     assert len(list(samples.glob("*.mp4"))) == 4  # 2 unconditional + 2 continuations
+    for mp4 in samples.glob("*.mp4"):  # with the sound the transformer generated
+        assert probe(mp4).audio is not None, mp4
     assert len(list(samples.glob("*.gif"))) >= 4
     assert (samples / "contact_sheet.png").is_file() and (samples / "index.html").is_file()
     evaluation = json.loads((root / "metrics/evaluate.json").read_text())
@@ -211,9 +228,10 @@ def test_runs_record_their_datasets_and_models(project: tuple[Path, dict[str, st
     client = client_for(root)
     experiment = client.get_experiment_by_name("willie").experiment_id
     models = {m.name: m for m in client.search_logged_models([experiment])}
-    assert set(models) == {"tokenizer", "transformer", "superres"}
-    stages = ("train_tokenizer", "train_transformer", "train_superres")
-    for name, stage in zip(("tokenizer", "transformer", "superres"), stages, strict=True):
+    kinds = ("tokenizer", "transformer", "superres", "audio_tokenizer")
+    assert set(models) == set(kinds)
+    stages = ("train_tokenizer", "train_transformer", "train_superres", "train_audio_tokenizer")
+    for name, stage in zip(kinds, stages, strict=True):
         assert models[name].source_run_id == runs[stage].info.run_id
     tokenizer = models["tokenizer"]
     assert tokenizer.params["tokenizer.size"] == "32"  # the stage's params, flattened
@@ -238,7 +256,7 @@ def test_levels_experiment_reruns_exactly_the_stages_downstream_of_the_tokenizer
     output = run(command, root, env)
     for stage in ("train_tokenizer", "tokenize", "train_transformer", "sample", "evaluate"):
         assert f"Running stage '{stage}'" in output
-    for stage in ("download", "preprocess", "train_superres"):
+    for stage in ("download", "preprocess", "train_superres", "train_audio_tokenizer"):
         assert f"Running stage '{stage}'" not in output
     latest = runs_by_stage(root)["train_tokenizer"][-1]  # logged to the real workspace
     assert latest.data.tags["dvc_exp_name"] == "levels4"

@@ -194,16 +194,21 @@ def tokenize(
         "stages/tokenizer"
     ),
     out: Annotated[Path, typer.Option(help="directory of the token arrays")] = Path("data/tokens"),
+    audio_tokenizer: Annotated[
+        Path | None,
+        typer.Option(help="the trained audio tokenizer (a silent one: no audio tokens)"),
+    ] = Path("stages/audio_tokenizer"),
     params: ParamsOption = Path("params.yaml"),
     metrics: MetricsOption = Path("metrics/tokenize.json"),
     track: TrackOption = True,
 ) -> None:
-    """Encode every clip of both splits into token arrays with the trained tokenizer."""
+    """Encode every clip of both splits into token arrays with the trained tokenizers: the
+    pictures, and the sound where the audio tokenizer learnt one."""
 
     def work(cfg: Any, log: Log | None) -> dict[str, Any]:
         from willie.tokenizer.tokenize import run_tokenize
 
-        return run_tokenize(cfg, clips, tokenizer, out)
+        return run_tokenize(cfg, clips, tokenizer, out, audio_tokenizer)
 
     artifacts = (out / "manifest.json",)
     run_stage(
@@ -256,6 +261,38 @@ def train_transformer(
     )
 
 
+@app.command("train-audio-tokenizer")
+def train_audio_tokenizer(
+    clips: Annotated[Path, typer.Option(help="clip shards from `preprocess`")] = Path("data/clips"),
+    out: Annotated[Path, typer.Option(help="where the trained model goes")] = Path(
+        "stages/audio_tokenizer"
+    ),
+    params: ParamsOption = Path("params.yaml"),
+    metrics: MetricsOption = Path("metrics/audio_tokenizer.json"),
+    track: TrackOption = True,
+) -> None:
+    """Train the audio tokenizer (causal 1-D CNN + FSQ) on the clips' soundtrack; a corpus
+    without sound publishes a silent model and the pipeline makes pictures only."""
+
+    def work(cfg: Any, log: Log | None) -> dict[str, Any]:
+        from willie.audio.train import train_audio_tokenizer
+
+        return train_audio_tokenizer(cfg, clips, out, log=log)
+
+    artifacts = (out / "recon.wav", out / "MODEL_CARD.md", out / "config.json")
+    run_stage(
+        "train_audio_tokenizer",
+        "audio",
+        params,
+        metrics,
+        track,
+        work,
+        artifacts,
+        inputs={"clips": clips},
+        model=("audio_tokenizer", out),
+    )
+
+
 @app.command("train-superres")
 def train_superres(
     clips: Annotated[Path, typer.Option(help="clip shards from `preprocess`")] = Path("data/clips"),
@@ -300,16 +337,19 @@ def sample(
         "stages/superres"
     ),
     clips: Annotated[Path, typer.Option(help="clip shards (prompts)")] = Path("data/clips"),
+    audio_tokenizer: Annotated[Path, typer.Option(help="the trained audio tokenizer")] = Path(
+        "stages/audio_tokenizer"
+    ),
     params: ParamsOption = Path("params.yaml"),
     metrics: MetricsOption = Path("metrics/sample.json"),
     track: TrackOption = True,
 ) -> None:
-    """Generate new clips (MP4, GIF, contact sheet, index.html) into stages/samples/."""
+    """Generate new clips (MP4 with sound, GIF, contact sheet, index.html) into stages/samples/."""
 
     def work(cfg: Any, log: Log | None) -> dict[str, Any]:
         from willie.generation.sample import run_sample
 
-        return run_sample(cfg, tokenizer, transformer, superres, clips, out)
+        return run_sample(cfg, tokenizer, transformer, superres, clips, out, audio_tokenizer)
 
     run_stage("sample", "sample", params, metrics, track, work, (out,), inputs={"clips": clips})
 

@@ -7,6 +7,7 @@ receives these typed objects, never raw dicts.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -311,6 +312,11 @@ class TransformerConfig(TrainingSection):
     input_noise: float = Field(
         0.0, ge=0, lt=1, description="share of input tokens replaced by random codes in training"
     )
+    sound: bool = Field(
+        True,
+        description="learn the sound's tokens in the same stream as the pictures' (where "
+        "`tokenize` made some: the corpus has a soundtrack)",
+    )
     eval_windows: int = Field(64, ge=1, description="val windows for bits/token")
     select: Literal["realism", "val_bits"] = Field(
         "realism",
@@ -344,6 +350,49 @@ class TransformerConfig(TrainingSection):
                 f"transformer.select_frames must be 1 + 4k (5, 9, …, 49), got {self.select_frames}"
             )
         return self
+
+
+class AudioConfig(TrainingSection):
+    """`audio`: the audio tokenizer, trained on the clips' soundtrack (`train_audio_tokenizer`)."""
+
+    channels: int = Field(16, ge=4, description="width at the full sample rate, ×2 per stride")
+    strides: list[int] = Field(
+        [2, 5, 5, 5], min_length=1, description="down-sampling per level; hop = their product"
+    )
+    dilations: list[int] = Field([1, 3], min_length=1, description="residual units per level")
+    levels: list[int] = Field([8, 5, 5, 5], min_length=1, description="FSQ levels per codebook")
+    codebooks: int = Field(1, ge=1, le=8, description="tokens per step")
+    stft_weight: float = Field(1.0, ge=0, description="multi-resolution STFT loss")
+    mel_weight: float = Field(1.0, ge=0, description="log-mel L1 loss")
+    wave_weight: float = Field(0.0, ge=0, description="waveform L1 loss (phase; SI-SNR)")
+    disc_start: int = Field(
+        10**9,
+        ge=0,
+        description="step at which the STFT discriminator (GAN) starts; ≥ max_steps: off",
+    )
+    adv_weight: float = Field(1.0, ge=0, description="generator's adversarial loss")
+    feature_weight: float = Field(2.0, ge=0, description="feature matching loss")
+    disc_channels: int = Field(16, ge=4)
+    disc_lr: float | None = Field(None, gt=0, description="default: lr")
+    eval_clips: int = Field(64, ge=1, description="val clips for the reconstruction measures")
+
+    @field_validator("strides", "dilations", "levels")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if min(values) < 1:
+            raise ValueError(f"must be integers ≥ 1, got {values}")
+        return values
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_at_least_2(cls, levels: list[int]) -> list[int]:
+        if min(levels) < 2:
+            raise ValueError(f"FSQ levels must be integers ≥ 2 (e.g. [8, 5, 5, 5]), got {levels}")
+        return levels
+
+    @property
+    def hop(self) -> int:
+        return math.prod(self.strides)
 
 
 class SuperresConfig(TrainingSection):
@@ -380,6 +429,9 @@ class SampleConfig(Section):
     seed: int = Field(0, ge=0)
     fps: float = Field(24.0, gt=0)
     upscale: bool = Field(True, description="run the super-resolution model on the samples")
+    audio: bool = Field(
+        True, description="give the MP4s the sound the transformer generates (where it learnt some)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("num_clips", mode="before")
@@ -431,6 +483,7 @@ SECTIONS: dict[str, type[Section]] = {
     "tokenizer": TokenizerConfig,
     "transformer": TransformerConfig,
     "superres": SuperresConfig,
+    "audio": AudioConfig,
     "sample": SampleConfig,
     "evaluate": EvaluateConfig,
 }
@@ -491,6 +544,13 @@ def _cross_section_problems(cfg: dict[str, Any]) -> list[str]:
             f"preprocess.size {list(pre.size)}: the super-resolution model upscales the "
             "tokenizer's frames to the stored size. Set superres.scale = preprocess.size / "
             "tokenizer.size, or sample.upscale: false"
+        )
+    audio = cfg["audio"]
+    if pre.audio_per_frame % audio.hop:
+        problems.append(
+            f"audio.strides {audio.strides} give a hop of {audio.hop} samples, which must divide "
+            f"the {pre.audio_per_frame} samples of one frame (preprocess.audio_rate / fps): "
+            "every frame owns whole audio tokens. E.g. strides [2, 5, 5, 5] (hop 250) at 12 kHz"
         )
     if smp.prompt_frames > pre.clip_frames:
         problems.append(

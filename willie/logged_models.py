@@ -1,4 +1,4 @@
-"""The three trained models as MLflow models of the runs that trained them.
+"""The trained models as MLflow models of the runs that trained them.
 
 DVC keeps the published files (`stages/<model>/`); MLflow gets the same weights as a
 `mlflow.pyfunc` model with its params, metrics and the `willie` code beside it, so the runs
@@ -9,6 +9,7 @@ page's Models column and `mlflow.search_logged_models` find it, and
     video = model.predict(codes, params={"decode": True})
     ids = model.predict(prompt, params={"new_tokens": 64, "temperature": 0.6})  # transformer
     big = model.predict(small)                          # superres: [B, 1, T, h, w] → 2× size
+    tokens = model.predict(audio)                       # audio_tokenizer: [B, 1, S] in [-1, 1]
 
 runs it. The model is logged as code (this file, with the `willie` package beside it), not
 as a pickle. Imported only when a stage tracks (it imports mlflow).
@@ -33,12 +34,17 @@ class PublishedModel(mlflow.pyfunc.PythonModel):
     """One of the pipeline's models (`model_config["kind"]`), loaded from its published files."""
 
     def load_context(self, context: Any) -> None:
+        from willie.audio.model import load_audio_tokenizer
         from willie.superres.model import load_superres
         from willie.tokenizer.model import load_tokenizer
         from willie.transformer.model import load_transformer
 
-        self.kind = context.model_config["kind"]  # tokenizer | transformer | superres
-        loaders = {"tokenizer": load_tokenizer, "transformer": load_transformer}
+        self.kind = context.model_config["kind"]  # tokenizer | transformer | superres | audio_…
+        loaders = {
+            "tokenizer": load_tokenizer,
+            "transformer": load_transformer,
+            "audio_tokenizer": load_audio_tokenizer,
+        }
         directory = Path(context.artifacts["config.json"]).parent  # all files side by side
         self.model = loaders.get(self.kind, load_superres)(directory)
 
@@ -50,7 +56,7 @@ class PublishedModel(mlflow.pyfunc.PythonModel):
         params = params or {}
         x = torch.as_tensor(np.asarray(model_input))
         with torch.inference_mode():
-            if self.kind == "tokenizer":
+            if self.kind in ("tokenizer", "audio_tokenizer"):
                 if params.get("decode"):
                     return self.model.decode(x.long()).clamp(-1, 1).numpy()
                 return self.model.encode(x.float()).numpy()
@@ -63,9 +69,14 @@ class PublishedModel(mlflow.pyfunc.PythonModel):
             return generate(self.model, x.long(), int(params.get("new_tokens", 1)), pick).numpy()
 
 
-def log_published_model(kind: str, directory: Path, config: dict[str, Any]) -> str:
+def log_published_model(kind: str, directory: Path, config: dict[str, Any]) -> str | None:
     """Log `directory`'s published model to the active run, with the stage's params; returns
-    its model id (log the stage's metrics with it: `mlflow.log_metrics(..., model_id=…)`)."""
+    its model id (log the stage's metrics with it: `mlflow.log_metrics(..., model_id=…)`), or
+    None where the stage published no weights (a silent corpus's audio tokenizer)."""
+    from willie.atomic import read_json
+
+    if read_json(directory / "config.json").get("silent"):
+        return None
     info = mlflow.pyfunc.log_model(
         name=kind,
         python_model=__file__,  # MLflow's "models from code": this file, no pickle

@@ -154,6 +154,8 @@ def _schema(name: str, manifest: dict[str, Any]) -> Any:
         T, H, W = manifest["clip_shape"]
         columns = [("frames", "uint8", (-1, T, H, W)), ("scene", "int32", (-1,))]
         columns += [("start_time_s", "float64", (-1,)), ("frame_indices", "int32", (-1, T))]
+        if manifest.get("audio_samples"):  # null where the clip's file is silent
+            columns += [("audio", "int16", (-1, manifest["audio_samples"]))]
     elif name == "tokens":
         t, h, w = manifest["latent_shape"]
         columns = [("tokens", manifest["dtype"], (-1, t * h * w)), ("scene", "int32", (-1,))]

@@ -294,6 +294,18 @@ def write_mp4(
     return count
 
 
+def write_wav(path: str | os.PathLike[str], audio: np.ndarray, rate: int) -> None:
+    """Mono float audio in [-1, 1] as a 16-bit PCM WAV; atomic."""
+    import wave
+
+    pcm = np.round(np.clip(audio, -1, 1) * 32767).astype("<i2")
+    with atomic_path(path) as temp, wave.open(str(temp), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+
+
 def write_gif(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 24) -> None:
     """[T, H, W] uint8 gray frames as a looping GIF; atomic."""
     from PIL import Image

@@ -172,7 +172,8 @@ def decoded_streams(
     frames, ids = [], []
     with torch.inference_mode():
         for i, stream in enumerate(streams.streams):
-            codes = torch.from_numpy(stream[1:]).view(1, -1, *latent_hw)
+            video, _ = streams.layout.split(torch.from_numpy(stream[1:])[None])  # the pictures
+            codes = video.reshape(1, -1, *latent_hw)
             video = tokenizer.decode(codes.to(tokenizer.last_layer.device)).clamp(-1, 1)[0, 0]
             frames.append(video.float().cpu())
             ids.append(torch.full((len(video),), i))
@@ -215,8 +216,9 @@ def run_evaluate(
     }
     val_clips = stack_clips(val_small, cfg.max_clips)
 
-    streams = TokenStreams(tokens_dir, "val")
-    metrics["val_bits_per_token"], _ = bits_per_token(
+    sound = transformer.arch.audio_symbols > 0  # the streams as the transformer learnt them
+    streams = TokenStreams(tokens_dir, "val", sound=sound)
+    bits = bits_per_token(
         transformer,
         streams,
         transformer.arch.context,
@@ -224,6 +226,9 @@ def run_evaluate(
         batch_size=cfg.batch_size,
         device=device,
     )
+    metrics["val_bits_per_token"] = bits["video"][0]
+    if "audio" in bits:
+        metrics["val_audio_bits_per_token"] = bits["audio"][0]
 
     val_full = ClipDataset(clips_dir, "val")
     sr, _ = evaluate_superres(superres, val_full, device, max_clips=cfg.max_clips)
@@ -237,7 +242,7 @@ def run_evaluate(
     clip_frames = val_small.clip_shape[0]
     corpus = {split: real_frames(clips_dir, split, size) for split in ("train", "val")}
     videos = generated_videos(samples_dir, size, tokenizer, latent_hw)
-    train_streams = TokenStreams(tokens_dir, "train")
+    train_streams = TokenStreams(tokens_dir, "train", sound=sound)
     sequences, sequence_id = decoded_streams(tokenizer, train_streams, latent_hw)
     fps = float(read_json(samples_dir / "samples.json")["fps"])
     realism, realism_curve = realism_metrics(

@@ -55,6 +55,8 @@ class Sample:
     settings: dict[str, Any]  # seed, temperature, top_k, top_p, tokens/s…: JSON values
     prompt: np.ndarray | None = None  # [P, H, W] uint8 real footage, shown beside the sample
     tokens: np.ndarray | None = None  # [n] the token ids it decodes from (latent frames × h × w)
+    audio: np.ndarray | None = None  # [S] float in [-1, 1]: its sound (None: silent)
+    audio_rate: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -85,6 +87,12 @@ class Sample:
                     f"{self.prompt.shape[2]} but the clip is {h}×{w}; resize the real footage "
                     "to the clip's size"
                 )
+        if self.audio is not None and (
+            not isinstance(self.audio, np.ndarray) or self.audio.ndim != 1 or self.audio_rate <= 0
+        ):
+            raise WillieError(
+                f"sample {self.name!r}: audio must be a 1-D float array with its audio_rate > 0"
+            )
         is_dict = isinstance(self.settings, dict)
         if not is_dict or not all(isinstance(key, str) for key in self.settings):
             raise WillieError(f"sample {self.name!r}: settings must be a dict with str keys")
@@ -214,9 +222,11 @@ def _sample_html(sample: Sample, settings: dict[str, Any], fps: float) -> str:
     clips = [
         f'<figure><img src="{e(files["gif"])}" {size} alt="{e(sample.name)} (GIF)">'
         "<figcaption>GIF</figcaption></figure>",
-        f'<figure><video src="{e(files["mp4"])}" {size} controls loop muted playsinline '
+        f'<figure><video src="{e(files["mp4"])}" {size} controls loop '
+        f"{'' if sample.audio is not None else 'muted '}playsinline "
         f'preload="metadata"></video><figcaption><a href="{e(files["mp4"])}">'
-        f"{e(files['mp4'])}</a> (H.264)</figcaption></figure>",
+        f"{e(files['mp4'])}</a> (H.264{' + AAC sound' if sample.audio is not None else ''})"
+        "</figcaption></figure>",
     ]
     if "prompt_gif" in files:
         clips.append(
@@ -324,6 +334,7 @@ def write_gallery(
                 "frames": len(s.frames),
                 "size": [s.height, s.width],  # [H, W]
                 "prompt_frames": s.prompt_frames,
+                "sound": s.audio is not None,
                 "settings": st,
             }
             for s, st in zip(samples, settings, strict=True)
@@ -335,7 +346,9 @@ def write_gallery(
         temp.mkdir()
         for sample, frames in zip(samples, marked, strict=True):
             files = sample.files()
-            write_mp4(temp / files["mp4"], frames, rate)
+            write_mp4(
+                temp / files["mp4"], frames, rate, audio=sample.audio, audio_rate=sample.audio_rate
+            )
             write_gif(temp / files["gif"], frames, fps)
             if sample.prompt is not None:
                 write_gif(temp / files["prompt_gif"], sample.prompt, fps)

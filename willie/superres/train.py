@@ -17,7 +17,6 @@ The published model is the EMA of the generator's weights; bicubic is the baseli
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,7 @@ from willie.superres.model import SuperResArch, VideoSuperRes, low_res_size
 from willie.tokenizer.discriminator import Discriminator
 from willie.tokenizer.losses import hinge_d_loss, non_saturating_g_loss
 from willie.training.checkpoint import render_model_card, save_artifact
-from willie.training.engine import Engine, TrainSettings, step_generator
-
-Log = Callable[[dict[str, float], int], None]
+from willie.training.engine import Engine, Log, TrainSettings, step_generator
 
 # Keys that change how a run is observed, not what it computes: a new value resumes.
 

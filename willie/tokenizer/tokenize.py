@@ -4,7 +4,13 @@
     data/tokens/{train,val}/scene.npy        [clips] scene id of each clip
     data/tokens/{train,val}/start_frame.npy  [clips] first frame in the 24 fps sequence
     data/tokens/{train,val}/variant.npy      [clips] 0: the footage; k ≥ 1: its k-th copy
+    data/tokens/{train,val}/audio_tokens.npy [clips, t, G] the sound of each latent frame
     data/tokens/manifest.json                codebook, levels, latent shape, tokenizer sha256
+
+With a trained audio tokenizer (not a silent one), each latent frame also gets the G audio
+tokens of its frames' sound (`audio_groups`): latent j ≥ 1 the tokens of frames 4j − 3 .. 4j,
+latent 0 those of frame 0 after G − (its tokens) NOSOUND tokens; a clip without sound is all
+NOSOUND (id = the audio codebook size). Copies share the footage's sound.
 
 Clips keep their shard order (scene by scene, in time), so consecutive clips of a scene can
 be chained into longer token streams.
@@ -26,9 +32,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from willie.atomic import atomic_path, write_json
+from willie.audio.model import AudioTokenizer, load_audio_tokenizer
 from willie.checksums import file_checksums
 from willie.config import TokenizerConfig
-from willie.data.dataset import SPLITS, ClipDataset
+from willie.data.dataset import SPLITS, ClipDataset, pcm_to_unit
+from willie.data.shards import ClipShards
 from willie.tokenizer.augment import apply_augmentation
 from willie.tokenizer.fsq import codebook_usage
 from willie.tokenizer.model import load_tokenizer
@@ -51,19 +59,67 @@ def copy_transforms(copies: int, shift: int) -> list[torch.Tensor]:
     return transforms
 
 
+def audio_groups(
+    indices: np.ndarray, steps_per_frame: int, latent_frames: int, nosound: int
+) -> np.ndarray:
+    """[n, K] audio tokens of a clip's 1 + 4(t − 1) frames → [t, G] per latent frame,
+    G = 4 · steps_per_frame · K: latent j ≥ 1 holds frames 4j − 3 .. 4j, latent 0 frame 0,
+    right-aligned after NOSOUND."""
+    per_frame = indices.reshape(-1, steps_per_frame * indices.shape[1])  # [frames, steps·K]
+    group = 4 * per_frame.shape[1]
+    out = np.full((latent_frames, group), nosound, dtype=indices.dtype)
+    out[0, group - per_frame.shape[1] :] = per_frame[0]
+    out[1:] = per_frame[1:].reshape(latent_frames - 1, group)
+    return out
+
+
+def ungroup_audio(groups: np.ndarray, steps_per_frame: int, codebooks: int) -> np.ndarray:
+    """[t, G] audio symbols per latent frame → [n, K] per step of the 1 + 4(t − 1) frames: the
+    inverse of `audio_groups` (latent 0's NOSOUND lead-in dropped)."""
+    first = groups[0, groups.shape[1] - steps_per_frame * codebooks :]
+    return np.concatenate([first, groups[1:].reshape(-1)]).reshape(-1, codebooks)
+
+
+def tokenize_audio(
+    codec: AudioTokenizer,
+    shards: ClipShards,
+    latent_frames: int,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """[clips, t, G] audio tokens of every clip of `shards` (all NOSOUND where it has none)."""
+    nosound = codec.codebook_size
+    per_frame = shards.audio_samples // shards.clip_shape[0]
+    steps_per_frame = per_frame // codec.arch.hop
+    group = 4 * steps_per_frame * codec.arch.codebooks
+    out = np.full((len(shards), latent_frames, group), nosound, np.int64)
+    with_sound = np.flatnonzero(shards.has_audio)
+    for lo in range(0, len(with_sound), batch_size):
+        rows = with_sound[lo : lo + batch_size]
+        audio = torch.stack([pcm_to_unit(shards.audio(int(i))) for i in rows])[:, None]
+        indices = codec.encode(audio.to(device)).cpu().numpy()  # [B, n, K]
+        for row, tokens in zip(rows, indices, strict=True):
+            out[row] = audio_groups(tokens, steps_per_frame, latent_frames, nosound)
+    return out
+
+
 def run_tokenize(
     cfg: TokenizerConfig,
     clips_dir: str | Path = "data/clips",
     tokenizer_dir: str | Path = "stages/tokenizer",
     out_dir: str | Path = "data/tokens",
+    audio_dir: str | Path | None = None,
 ) -> dict[str, Any]:
+    """Tokenize both splits; with `audio_dir` (a published audio tokenizer), their sound too."""
     clips_dir, tokenizer_dir = Path(clips_dir), Path(tokenizer_dir)
     device = resolve_device(cfg.device)
     tokenizer = load_tokenizer(tokenizer_dir, device)
+    codec = load_audio_tokenizer(audio_dir, device) if audio_dir is not None else None
     size = load_artifact_config(tokenizer_dir, "train_tokenizer")["size"]  # as trained
     dtype = token_dtype(tokenizer.codebook_size)
     started = time.perf_counter()
     counts: dict[str, int] = {}
+    with_audio: dict[str, int] = {}
     usage = {}
     with atomic_path(out_dir) as temp:
         for split in SPLITS:
@@ -93,6 +149,15 @@ def run_tokenize(
             np.save(temp / split / "start_frame.npy", np.tile(starts, copies))
             variant = np.repeat(np.arange(copies, dtype=np.int32), len(dataset))
             np.save(temp / split / "variant.npy", variant)
+            if codec is not None:
+                with torch.inference_mode():
+                    sound = tokenize_audio(codec, shards, latent[0], cfg.batch_size, device)
+                sound_dtype = token_dtype(codec.codebook_size + 1)
+                np.save(
+                    temp / split / "audio_tokens.npy",
+                    np.tile(sound, (copies, 1, 1)).astype(sound_dtype),
+                )
+                with_audio[split] = int(shards.has_audio.sum())
             counts[split] = len(dataset)
             usage[split] = codebook_usage(
                 torch.from_numpy(tokens.astype(np.int64)), tokenizer.codebook_size
@@ -110,10 +175,33 @@ def run_tokenize(
                 "clips": counts,
                 "train_copies": cfg.token_copies,
                 "tokenizer_sha256": file_checksums(tokenizer_dir / "model.safetensors").sha256,
+                "audio": None
+                if codec is None
+                else {
+                    "codebook_size": codec.codebook_size,
+                    "levels": list(codec.arch.levels),
+                    "codebooks": codec.arch.codebooks,
+                    "nosound": codec.codebook_size,
+                    "group": int(sound.shape[-1]),
+                    "hop": codec.arch.hop,
+                    "clips_with_audio": with_audio,
+                    "tokenizer_sha256": file_checksums(
+                        Path(audio_dir) / "model.safetensors"
+                    ).sha256,
+                },
             },
         )
     total = counts["train"] * (1 + cfg.token_copies) + counts["val"]  # clips encoded
-    return {
+    audio_metrics = (
+        {}
+        if codec is None
+        else {
+            "audio_tokens_per_latent_frame": int(sound.shape[-1]),
+            "clips_with_audio_train": with_audio["train"],
+            "clips_with_audio_val": with_audio["val"],
+        }
+    )
+    return audio_metrics | {
         "clips_train": counts["train"],
         "train_copies": cfg.token_copies,
         "clips_val": counts["val"],

@@ -11,7 +11,6 @@ The published model is the EMA of the generator's weights.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,7 @@ from willie.tokenizer.losses import (
 from willie.tokenizer.measures import Evaluation, evaluate
 from willie.tokenizer.model import TokenizerArch, VideoTokenizer
 from willie.training.checkpoint import render_model_card, save_artifact
-from willie.training.engine import Engine, TrainSettings, step_generator
-
-Log = Callable[[dict[str, float], int], None]
+from willie.training.engine import Engine, Log, TrainSettings, step_generator
 
 
 def architecture(cfg: TokenizerConfig) -> TokenizerArch:

@@ -45,6 +45,8 @@ from willie.config import TrainingSection
 from willie.errors import StopRequested, WillieError
 from willie.training.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 
+Log = Callable[[dict[str, float], int], None]  # (metrics, step): where training reports
+
 
 @dataclass(frozen=True)
 class TrainSettings:

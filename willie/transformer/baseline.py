@@ -17,12 +17,16 @@ import numpy as np
 from willie.transformer.data import TokenStreams
 
 
-def _repeats(streams: TokenStreams) -> tuple[int, int, int]:
-    """(tokens that repeat the frame before, tokens that have a frame before, all tokens)."""
-    per_frame = streams.manifest.tokens_per_frame
+def _repeats(streams: TokenStreams, kind: str) -> tuple[int, int, int]:
+    """(tokens that repeat the frame before, tokens that have a frame before, all tokens) of
+    one kind ("video" or "audio")."""
+    layout = streams.layout
+    per_frame = layout.video if kind == "video" else layout.audio
     same = comparable = total = 0
     for stream in streams.streams:
-        codes = stream[1:]  # BOS is never a target
+        frames = stream[1:].reshape(-1, layout.period)  # BOS is never a target
+        codes = frames[:, : layout.video] if kind == "video" else frames[:, layout.video :]
+        codes = codes.reshape(-1)
         total += len(codes)
         if len(codes) > per_frame:
             same += int((codes[per_frame:] == codes[:-per_frame]).sum())
@@ -31,14 +35,22 @@ def _repeats(streams: TokenStreams) -> tuple[int, int, int]:
 
 
 def copy_previous_baseline(train: TokenStreams, val: TokenStreams) -> dict[str, float]:
-    """The baseline's fitted repeat probability and its bits per token on both splits."""
-    vocab = train.manifest.codebook_size
-    same, comparable, _ = _repeats(train)
-    q = min(max(same / max(comparable, 1), 1e-6), 1 - 1e-6)
-    result = {"baseline_repeat_probability": q, "uniform_bits_per_token": math.log2(vocab)}
-    for name, streams in (("train", train), ("val", val)):
-        s, c, n = _repeats(streams)
-        bits = -(s * np.log2(q) + (c - s) * np.log2((1 - q) / (vocab - 1)))
-        bits += (n - c) * math.log2(vocab)
-        result[f"baseline_{name}_bits_per_token"] = float(bits / max(n, 1))
+    """The baseline's fitted repeat probability and its bits per token on both splits, for the
+    pictures' tokens (`baseline_*`) and, where the streams have sound, the sound's
+    (`audio_baseline_*`, over the audio symbols: the same rule, a latent frame's sound before)."""
+    layout = train.layout
+    kinds = [("video", "", layout.codebook_size)]
+    if layout.audio:
+        kinds.append(("audio", "audio_", layout.audio_symbols))
+    result = {}
+    for kind, prefix, vocab in kinds:
+        same, comparable, _ = _repeats(train, kind)
+        q = min(max(same / max(comparable, 1), 1e-6), 1 - 1e-6)
+        result[f"{prefix}baseline_repeat_probability"] = q
+        result[f"{prefix}uniform_bits_per_token"] = math.log2(vocab)
+        for name, streams in (("train", train), ("val", val)):
+            s, c, n = _repeats(streams, kind)
+            bits = -(s * np.log2(q) + (c - s) * np.log2((1 - q) / (vocab - 1)))
+            bits += (n - c) * math.log2(vocab)
+            result[f"{prefix}baseline_{name}_bits_per_token"] = float(bits / max(n, 1))
     return result

@@ -8,6 +8,8 @@ where this one ends, so a scene's stream is
 
 flattened in raster order (time, then rows, then columns). It decodes through the causal
 tokenizer to 1 + 4·(latent frames − 1) continuous frames: no restart at clip boundaries.
+Where the tokens have sound, each latent frame's audio tokens follow its video tokens
+(willie.transformer.layout).
 With a clip stride that divides F − 1 (the default 8 of 16), each residue of the start frame
 gives one chain, so every clip is used.
 """
@@ -25,6 +27,7 @@ from torch.utils.data import Dataset
 
 from willie.atomic import read_json
 from willie.errors import WillieError
+from willie.transformer.layout import StreamLayout
 from willie.transformer.model import IGNORE
 
 
@@ -36,10 +39,22 @@ class TokenManifest:
     levels: tuple[int, ...]
     latent_shape: tuple[int, int, int]  # (t, h, w) per clip
     clip_shape: tuple[int, int, int]  # (frames, height, width) the tokenizer saw
+    audio: dict[str, Any] | None = None  # the audio tokens' description; None: no sound
 
     @property
     def tokens_per_frame(self) -> int:
         return self.latent_shape[1] * self.latent_shape[2]
+
+    def layout(self, sound: bool = True) -> StreamLayout:
+        """The streams' layout: with the sound's tokens where there are some and `sound`."""
+        if self.audio is None or not sound:
+            return StreamLayout(self.tokens_per_frame, self.codebook_size)
+        return StreamLayout(
+            self.tokens_per_frame,
+            self.codebook_size,
+            int(self.audio["group"]),
+            int(self.audio["codebook_size"]) + 1,  # + NOSOUND
+        )
 
     @classmethod
     def read(cls, tokens_dir: str | os.PathLike[str]) -> TokenManifest:
@@ -52,6 +67,7 @@ class TokenManifest:
             levels=tuple(data["levels"]),
             latent_shape=tuple(data["latent_shape"]),  # type: ignore[arg-type]
             clip_shape=tuple(data["clip_shape"]),  # type: ignore[arg-type]
+            audio=data.get("audio"),
         )
         if int(np.prod(manifest.levels)) != manifest.codebook_size:
             raise WillieError(
@@ -82,16 +98,26 @@ class TokenStreams:
     """The streams of one split (`data/tokens/<split>`), each an int64 array starting with BOS."""
 
     def __init__(
-        self, tokens_dir: str | os.PathLike[str], split: str, *, restarts: bool = False
+        self,
+        tokens_dir: str | os.PathLike[str],
+        split: str,
+        *,
+        restarts: bool = False,
+        sound: bool = True,
     ) -> None:
         """restarts: also every clip that does not begin a chain, as a stream of its own
         (BOS + its tokens), so that a model learns scene beginnings from every clip rather
-        than from the few chain starts (what unconditional samples start from)."""
+        than from the few chain starts (what unconditional samples start from).
+        sound: interleave the audio tokens where `tokenize` made some."""
         self.manifest = TokenManifest.read(tokens_dir)
+        self.layout = self.manifest.layout(sound)
         directory = Path(tokens_dir) / split
         if not (directory / "tokens.npy").is_file():
             raise WillieError(f"{directory}/tokens.npy missing; run `dvc repro tokenize` first")
         tokens = np.load(directory / "tokens.npy", mmap_mode="r")  # [N, t, h, w]
+        audio = None
+        if self.layout.audio:
+            audio = np.load(directory / "audio_tokens.npy", mmap_mode="r")  # [N, t, G]
         scene = np.load(directory / "scene.npy")
         start = np.load(directory / "start_frame.npy")
         if (directory / "variant.npy").is_file():  # copies chain within themselves only
@@ -104,16 +130,22 @@ class TokenStreams:
                 f"{self.manifest.codebook_size} of its manifest; re-run `dvc repro tokenize`"
             )
         bos = self.manifest.codebook_size
-        per_frame = self.manifest.tokens_per_frame
+        period = self.layout.period
+
+        def clip(row: int) -> np.ndarray:  # [t · period] ids
+            t = len(tokens[row])
+            return self.layout.interleave(
+                tokens[row].reshape(t, -1), None if audio is None else audio[row]
+            )
+
         self.streams: list[np.ndarray] = []
         for chain in chain_clips(scene, start, self.manifest.clip_shape[0]):
-            parts = [np.array([bos]), tokens[chain[0]].reshape(-1)]
-            parts += [tokens[row].reshape(-1)[per_frame:] for row in chain[1:]]
+            parts = [np.array([bos]), clip(chain[0])]
+            parts += [clip(row)[period:] for row in chain[1:]]
             self.streams.append(np.concatenate(parts).astype(np.int64))
             if restarts:
                 for row in chain[1:]:
-                    clip = np.concatenate([[bos], tokens[row].reshape(-1)])
-                    self.streams.append(clip.astype(np.int64))
+                    self.streams.append(np.concatenate([[bos], clip(row)]).astype(np.int64))
 
     @property
     def num_tokens(self) -> int:

@@ -1,7 +1,8 @@
 """Token generation: a rolling KV cache, temperature / top-k / top-p, and the uncached reference.
 
 With the factorized head each FSQ dimension is sampled in turn from its own softmax; top-k
-and top-p then act per dimension (top-k capped at that dimension's levels).
+and top-p then act per dimension (top-k capped at that dimension's levels). Where the stream
+has sound, the positions that hold it (`StreamLayout.is_audio`) are drawn from the audio head.
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ def generate(
     tokens[:, :P] = prompt
     caches = model.new_caches()
     h = model.hidden(prompt, 0, caches)[:, -1]  # prefill: [B, C]
+    layout = model.arch.layout
     for i in range(new_tokens):
         before = _frame_before(model, tokens, P + i)  # [B, K]: its place in the frames before
-        tokens[:, P + i] = model.head.sample(h, pick, before)  # [B]
+        tokens[:, P + i] = model.sample_next(h, pick, before, layout.is_audio(P + i))  # [B]
         if progress is not None:
             progress(i + 1)
         if i + 1 < new_tokens:
@@ -92,8 +94,10 @@ def generate_uncached(
 ) -> Tensor:
     """The reference: recompute the whole sequence's forward for every new token."""
     tokens = prompt
+    layout = model.arch.layout
     for _ in range(new_tokens):
         h = model.hidden(tokens)[:, -1]
         before = _frame_before(model, tokens, tokens.shape[1])
-        tokens = torch.cat([tokens, model.head.sample(h, pick, before)[:, None]], dim=1)
+        audio = layout.is_audio(tokens.shape[1])
+        tokens = torch.cat([tokens, model.sample_next(h, pick, before, audio)[:, None]], dim=1)
     return tokens

@@ -1,13 +1,16 @@
 """The decoder-only token transformer over FSQ codes.
 
-    ids [B, L] (codes 0..V-1, and BOS = V: the scene-start token)
-      → TokenEmbedding: the sum of one small table per FSQ dimension (11^5 codes: 5×11 rows)
+    ids [B, L] (codes 0..V-1, BOS = V: the scene-start token, and with sound the audio symbols
+    V+1..V+A: willie.transformer.layout)
+      → TokenEmbedding: the sum of one small table per FSQ dimension (11^5 codes: 5×11 rows);
+        one table row per audio symbol
       → layers × Block: pre-RMSNorm, ALiBi causal sliding-window attention, SwiGLU MLP
       → RMSNorm → head:
           joint       one softmax over the V codes (small codebooks)
           factorized  one softmax per FSQ dimension d, conditioned on the digits of the
                       dimensions before it: p(code) = Π_d p(digit_d | h, digit_<d), exact, so
                       its bits/token compare with the joint head's
+          audio       one softmax over the A audio symbols, for the positions that hold sound
     loss in nats per predicted token (bits = nats / ln 2)
 
 No learned absolute positions: ALiBi biases make attention depend on distance only, and the
@@ -32,6 +35,7 @@ from torch import Tensor, nn
 from willie.errors import WillieError
 from willie.training.checkpoint import ArtifactArch, load_artifact
 from willie.transformer.attention import Backend, alibi_slopes, attention
+from willie.transformer.layout import StreamLayout
 
 IGNORE = -1  # target of a position that has no next token (padding)
 
@@ -58,6 +62,11 @@ class TransformerArch(ArtifactArch):
     # than one frame lets the digits return to where they were (jitter, not a random walk).
     frame_tokens: int = 0
     frame_history: int = 1
+    # The stream's layout (willie.transformer.layout): video and audio tokens per latent frame
+    # and the audio symbols (codes + NOSOUND); audio_symbols 0: pictures only.
+    video_tokens: int = 0
+    audio_tokens: int = 0
+    audio_symbols: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(int(v) for v in self.levels))
@@ -87,6 +96,12 @@ class TransformerArch(ArtifactArch):
         """The scene-start token's id: one past the last code."""
         return self.codebook_size
 
+    @property
+    def layout(self) -> StreamLayout:
+        return StreamLayout(
+            self.video_tokens, self.codebook_size, self.audio_tokens, self.audio_symbols
+        )
+
 
 class Digits(nn.Module):
     """Codes <-> their FSQ digits (mixed radix, the tokenizer's `FSQ.codes_to_indices` order)."""
@@ -107,9 +122,10 @@ class Digits(nn.Module):
 
 
 class TokenEmbedding(nn.Module):
-    """ids [B, L] -> [B, L, C]: Σ_d table_d[digit_d] for codes; a learned vector for BOS."""
+    """ids [B, L] -> [B, L, C]: Σ_d table_d[digit_d] for codes; a learned vector for BOS; a row
+    of its own per audio symbol (ids past BOS)."""
 
-    def __init__(self, levels: Sequence[int], width: int) -> None:
+    def __init__(self, levels: Sequence[int], width: int, audio_symbols: int = 0) -> None:
         super().__init__()
         self.digits = Digits(levels)
         self.bos = math.prod(levels)
@@ -117,12 +133,17 @@ class TokenEmbedding(nn.Module):
         self.register_buffer("offsets", offsets, persistent=False)
         self.table = nn.Embedding(sum(levels), width)
         self.bos_vector = nn.Parameter(torch.zeros(width))
+        self.audio = nn.Embedding(audio_symbols, width) if audio_symbols else None
 
     def forward(self, ids: Tensor) -> Tensor:
         is_bos = ids == self.bos
         rows = self.digits.split(ids.clamp(max=self.bos - 1)) + self.offsets  # [B, L, D]
         x = self.table(rows).sum(-2)  # [B, L, C]
-        return torch.where(is_bos[..., None], self.bos_vector.to(x.dtype), x)
+        x = torch.where(is_bos[..., None], self.bos_vector.to(x.dtype), x)
+        if self.audio is not None:
+            symbol = (ids - self.bos - 1).clamp(0, self.audio.num_embeddings - 1)
+            x = torch.where((ids > self.bos)[..., None], self.audio(symbol).to(x.dtype), x)
+        return x
 
 
 class KVCache:
@@ -289,10 +310,10 @@ class TokenTransformer(nn.Module):
     def __init__(self, arch: TransformerArch) -> None:
         super().__init__()
         self.arch = arch
-        self.embed = TokenEmbedding(arch.levels, arch.width)
+        self.embed = TokenEmbedding(arch.levels, arch.width, arch.audio_symbols)
         history = arch.frame_history if arch.frame_tokens else 0
         self.embed_before = nn.ModuleList(
-            TokenEmbedding(arch.levels, arch.width) for _ in range(history)
+            TokenEmbedding(arch.levels, arch.width, arch.audio_symbols) for _ in range(history)
         )
         self.positions = (
             nn.Embedding(2 * arch.context, arch.width) if arch.positions == "learned" else None
@@ -305,6 +326,9 @@ class TokenTransformer(nn.Module):
             )
         else:
             self.head = JointHead(arch.levels, arch.width)
+        self.audio_head = (
+            nn.Linear(arch.width, arch.audio_symbols, bias=False) if arch.audio_symbols else None
+        )
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: scale the residual projections
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
@@ -362,10 +386,33 @@ class TokenTransformer(nn.Module):
             x = block(x, pos, caches[i] if caches is not None else None)
         return self.norm(x)
 
-    def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
-        """ids, targets [B, L] (targets = ids shifted left, IGNORE where none) -> mean nats."""
+    def losses(self, ids: Tensor, targets: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """ids, targets [B, L] (targets = ids shifted left, IGNORE where none) -> per kind of
+        target ("video", and "audio" with sound): (summed nats, count)."""
         before = self.frame_before(ids)
-        return self.head.loss(self.hidden(ids, before=before), targets, before)
+        h = self.hidden(ids, before=before)
+        audio = targets > self.arch.bos
+        video_targets = targets.masked_fill(audio, IGNORE)
+        count = (video_targets != IGNORE).sum()
+        parts = {"video": (self.head.loss(h, video_targets, before) * count, count)}
+        if self.audio_head is not None:
+            logits = self.audio_head(h[audio]).float()  # [N, A]
+            symbols = targets[audio] - self.arch.bos - 1
+            parts["audio"] = (F.cross_entropy(logits, symbols, reduction="sum"), audio.sum())
+        return parts
+
+    def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
+        """ids, targets [B, L] -> mean nats per predicted token, video and audio alike."""
+        parts = self.losses(ids, targets).values()
+        return sum(n for n, _ in parts) / sum(c for _, c in parts).clamp(min=1)
+
+    def sample_next(self, h: Tensor, pick: Any, before: Tensor | None, audio: bool) -> Tensor:
+        """h [B, C] -> the next ids [B]: a video code, or (`audio`) an audio symbol's id."""
+        if not audio:
+            return self.head.sample(h, pick, before)
+        if self.audio_head is None:
+            raise WillieError("this transformer was trained without sound: no audio head")
+        return pick(self.audio_head(h).float()) + self.arch.bos + 1
 
     def new_caches(self) -> list[KVCache]:
         return [KVCache(self.arch.window) for _ in self.blocks]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from willie.data.dataset import ClipDataset
@@ -36,13 +37,16 @@ class RealismProbe:
         self,
         tokenizer_dir: Path,
         clips_dir: Path,
-        manifest: TokenManifest,
+        tokens_dir: Path,
         *,
+        sound: bool = True,
         samples: int,
         frames: int,
         temperature: float,
         device: torch.device,
     ) -> None:
+        manifest = TokenManifest.read(tokens_dir)
+        layout = manifest.layout(sound)
         self.temperature = temperature
         self.tokenizer: VideoTokenizer = load_tokenizer(tokenizer_dir, device)
         self.size = manifest.clip_shape[1]
@@ -58,22 +62,36 @@ class RealismProbe:
         clips = torch.stack([val[i] for i in picks]).to(device)  # [S, 1, T, H, W]
         with torch.inference_mode():
             codes = self.tokenizer.encode(clips[:, :, :PROMPT_FRAMES])  # [S, t, h, w]
-        self.prompt_tokens = codes.flatten(1)  # [S, n]
+        self.layout = layout
+        sound = None
+        if layout.audio:  # the prompts' sound, as `tokenize` wrote it (its rows: the val clips)
+            sound = np.load(tokens_dir / "val" / "audio_tokens.npy", mmap_mode="r")[picks]
+            sound = sound[:, : codes.shape[1]]
+        self.prompt_tokens = torch.stack(
+            [
+                torch.from_numpy(
+                    layout.interleave(
+                        codes[i].flatten(1).cpu().numpy(), None if sound is None else sound[i]
+                    )
+                )
+                for i in range(len(picks))
+            ]
+        ).to(device)  # [S, n]
 
     @torch.inference_mode()
     def score(self, model: TokenTransformer, seed: int = 0) -> float:
         """Mean realism of the generated frames of every probe sample."""
         model.eval()
         bos = torch.full((self.samples, 1), model.arch.bos, device=self.device)
-        per_frame = self.latent_hw[0] * self.latent_hw[1]
-        total = self.latent_frames * per_frame
+        total = self.latent_frames * self.layout.period
         scores = []
         for prompt, skip in ((bos, 0), (torch.cat([bos, self.prompt_tokens], 1), PROMPT_FRAMES)):
             pick = sampler(
                 temperature=self.temperature, generator=torch.Generator().manual_seed(seed)
             )
             tokens = generate(model, prompt, total - (prompt.shape[1] - 1), pick)
-            codes = tokens[:, 1:].view(self.samples, self.latent_frames, *self.latent_hw)
+            video, _ = self.layout.split(tokens[:, 1:])  # the pictures: the probe judges those
+            codes = video.reshape(self.samples, self.latent_frames, *self.latent_hw)
             video = self.tokenizer.decode(codes).clamp(-1, 1)[:, 0, skip:]  # [S, T, H, W]
             frames = FrameStats.of(video[:, ::2].flatten(0, 1).float().cpu())
             scores.append(match_frames(frames, self.reference).best)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from willie.checksums import file_checksums
 from willie.config import TransformerConfig
 from willie.plots import write_csv, write_plot, write_png
 from willie.training.checkpoint import render_model_card, save_artifact
-from willie.training.engine import Engine, TrainSettings
+from willie.training.engine import Engine, Log, TrainSettings
 from willie.transformer.attention import resolve_backend
 from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import TokenManifest, TokenStreams, TokenWindows
@@ -29,10 +28,9 @@ from willie.transformer.measures import bits_per_token
 from willie.transformer.model import TokenTransformer, TransformerArch
 from willie.transformer.selection import RealismProbe
 
-Log = Callable[[dict[str, float], int], None]
-
 
 def architecture(cfg: TransformerConfig, manifest: TokenManifest) -> TransformerArch:
+    layout = manifest.layout(cfg.sound)
     return TransformerArch(
         levels=manifest.levels,
         layers=cfg.layers,
@@ -44,8 +42,11 @@ def architecture(cfg: TransformerConfig, manifest: TokenManifest) -> Transformer
         head=cfg.head,
         positions=cfg.positions,
         dropout=cfg.dropout,
-        frame_tokens=manifest.tokens_per_frame if cfg.previous_frames else 0,
+        frame_tokens=layout.period if cfg.previous_frames else 0,
         frame_history=max(1, cfg.previous_frames),
+        video_tokens=layout.video,
+        audio_tokens=layout.audio,
+        audio_symbols=layout.audio_symbols,
     )
 
 
@@ -142,8 +143,8 @@ def train_transformer(
     samples at each evaluation (willie.transformer.selection)."""
     tokens_dir, out_dir, plots_dir = Path(tokens_dir), Path(out_dir), Path(plots_dir)
     manifest = TokenManifest.read(tokens_dir)
-    train_streams = TokenStreams(tokens_dir, "train")
-    val_streams = TokenStreams(tokens_dir, "val")
+    train_streams = TokenStreams(tokens_dir, "train", sound=cfg.sound)
+    val_streams = TokenStreams(tokens_dir, "val", sound=cfg.sound)
     arch = architecture(cfg, manifest)
     fingerprinted = cfg.identity()
     tokens_sha = file_checksums(tokens_dir / "manifest.json").sha256
@@ -151,8 +152,8 @@ def train_transformer(
 
     def record(values: dict[str, float], step: int) -> None:
         curves.add("train", step, values["loss_bits"])
-        if "val_bits_per_token" in values:
-            curves.add("val", step, values["val_bits_per_token"])
+        if "val_all_bits_per_token" in values:  # the same tokens as the training loss
+            curves.add("val", step, values["val_all_bits_per_token"])
         if "val_realism" in values:
             curves.add("realism", step, values["val_realism"])
         if log is not None:
@@ -176,7 +177,8 @@ def train_transformer(
         probe = RealismProbe(
             Path(tokenizer_dir),
             Path(clips_dir),
-            manifest,
+            tokens_dir,
+            sound=cfg.sound,
             samples=cfg.select_samples,
             frames=cfg.select_frames,
             temperature=cfg.select_temperature,
@@ -185,7 +187,11 @@ def train_transformer(
     engine.track("curves", curves)
     engine.track("best", best)
     engine.resume()
-    trained_on = TokenStreams(tokens_dir, "train", restarts=True) if cfg.restarts else train_streams
+    trained_on = (
+        TokenStreams(tokens_dir, "train", restarts=True, sound=cfg.sound)
+        if cfg.restarts
+        else train_streams
+    )
     batches = engine.batches(TokenWindows(trained_on, cfg.context, max(1, cfg.context // 4)))
 
     def train_step(step: int) -> dict[str, float]:
@@ -194,7 +200,7 @@ def train_transformer(
         for _ in engine.micro_steps(net):
             ids, targets = next(batches).unbind(1)
             if cfg.input_noise:
-                ids = corrupt(ids, cfg.input_noise, arch.codebook_size)
+                ids = corrupt(ids, cfg.input_noise, arch.codebook_size)  # pictures' codes
             with engine.autocast():
                 loss = net(ids, targets)
             engine.backward(loss)
@@ -205,27 +211,34 @@ def train_transformer(
     evaluations: dict[int, dict[str, float]] = {}  # this process's val results, by step
 
     def evaluate(step: int) -> dict[str, float]:
-        """Val bits/token of the EMA weights at 1× and 2× the context, and the realism of its
+        """Val bits/token of the EMA weights at 1× and 2× the context (the pictures' tokens;
+        the sound's and all of them where the stream has sound), and the realism of its
         samples; remembers the best by `cfg.select`."""
         common = {"max_windows": cfg.eval_windows, "batch_size": cfg.batch_size}
-        bits_1x, count_1x = bits_per_token(
-            ema.module, val_streams, cfg.context, device=engine.device, **common
-        )
-        bits_2x, count_2x = bits_per_token(
+        at_1x = bits_per_token(ema.module, val_streams, cfg.context, device=engine.device, **common)
+        at_2x = bits_per_token(
             ema.module, val_streams, 2 * cfg.context, device=engine.device, **common
         )
+        bits_1x, count_1x = at_1x["video"]
+        bits_2x, count_2x = at_2x["video"]
         evaluations[step] = {
             "val_bits_per_token": bits_1x,
             "val_bits_per_token_2x": bits_2x,
             "extrapolation_ratio": bits_2x / bits_1x,
             "val_tokens": count_1x,
             "val_tokens_2x": count_2x,
+            "val_all_bits_per_token": at_1x["all"][0],  # what the training loss measures
         }
+        if "audio" in at_1x:
+            evaluations[step] |= {
+                "val_audio_bits_per_token": at_1x["audio"][0],
+                "val_audio_tokens": at_1x["audio"][1],
+            }
         if probe is not None:
             evaluations[step]["val_realism"] = probe.score(ema.module)
             best.offer(-evaluations[step]["val_realism"], step, ema.module)
         else:
-            best.offer(bits_1x, step, ema.module)
+            best.offer(at_1x["all"][0], step, ema.module)
         return evaluations[step]
 
     started = time.perf_counter()
