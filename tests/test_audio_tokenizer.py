@@ -132,3 +132,22 @@ def test_each_latent_frame_gets_the_tokens_of_its_frames() -> None:
     assert groups[0].tolist() == [-1] * 6 + [0, 1]  # frame 0's two steps, after NOSOUND
     assert groups[1].tolist() == list(range(2, 10))  # frames 1..4
     assert groups[2].tolist() == list(range(10, 18))  # frames 5..8
+
+
+def test_the_sound_frechet_tells_a_tune_from_noise() -> None:
+    from willie.evaluation.distribution import frechet_distance
+    from willie.evaluation.sound import mel_statistics
+
+    rng = np.random.default_rng(0)
+    t = np.arange(4500) / 12000
+
+    def tones(n: int, hz: float) -> torch.Tensor:
+        phases = rng.uniform(0, 2 * np.pi, (n, 1))
+        gain = rng.uniform(0.2, 0.4, (n, 1))
+        return torch.from_numpy(gain * np.sin(2 * np.pi * hz * t + phases)).float()
+
+    real = mel_statistics(tones(40, 700), 12000)
+    same = frechet_distance(mel_statistics(tones(40, 700), 12000), real)
+    other = frechet_distance(mel_statistics(tones(40, 1400), 12000), real)
+    noise = frechet_distance(mel_statistics(0.3 * torch.randn(40, 4500), 12000), real)
+    assert same < 0.1 * other and same < 0.1 * noise

@@ -1,16 +1,18 @@
 """The gallery as a person sees it: `index.html` opened from disk in headless Chromium.
 
 Every picture loads, every video plays for as long as it should, the console stays clean and
-every link leads to a file. CI installs Debian's `chromium` and Playwright (`.ci/run`); where
+every link leads to a file; a sample with sound plays it. CI installs Debian's `chromium` and Playwright (`.ci/run`); where
 either is missing these tests skip and say so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.test_gallery import make_samples
@@ -33,6 +35,28 @@ VIDEO_STATES = """async () => Promise.all([...document.querySelectorAll('video')
     v.preload = 'auto';
     v.load();
   })))"""
+
+
+# Plays every video for `ms` and reports how many bytes of sound Chromium decoded for each.
+HEARD = """async ms => Promise.all([...document.querySelectorAll('video')].map(async v => {
+  await v.play();
+  await new Promise(wait => setTimeout(wait, ms));
+  v.pause();
+  return [v.getAttribute('src'), v.webkitAudioDecodedByteCount];
+}))"""
+
+
+def heard(index: Path, ms: int = 600) -> dict[str, int]:
+    """Bytes of sound decoded per video while each plays `ms` (0: it has no sound track)."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--autoplay-policy=no-user-gesture-required"]
+        )
+        page = browser.new_page()
+        page.goto(index.as_uri(), wait_until="load")
+        result = dict(page.evaluate(HEARD, ms))
+        browser.close()
+    return result
 
 
 def browse(index: Path) -> tuple[list[str], dict[str, float]]:
@@ -91,3 +115,16 @@ def test_a_missing_or_broken_video_is_seen(gallery: Path) -> None:
     assert "video wide-clip.mp4 cannot play" in text
     assert "image sample_000.gif did not load" in text
     assert "link sample_001.mp4 leads nowhere" in text
+
+
+def test_a_sample_with_sound_plays_it(tmp_path: Path) -> None:
+    samples = make_samples()
+    t = np.arange(24 * 500) / 12_000  # sample_000: 24 frames at 24 fps, a whistle-like tone
+    tone = (0.3 * np.sin(2 * np.pi * 700 * t)).astype(np.float32)
+    samples[0] = dataclasses.replace(samples[0], audio=tone, audio_rate=12_000)
+    write_gallery(tmp_path, samples, fps=24.0)
+    problems, _ = browse(tmp_path / "index.html")
+    assert problems == []
+    decoded = heard(tmp_path / "index.html")
+    assert decoded["sample_000.mp4"] > 1000  # sound decoded while it played
+    assert decoded["sample_001.mp4"] == 0  # a silent sample has no sound track

@@ -364,17 +364,25 @@ def evaluate(
     tokens: Annotated[Path, typer.Option(help="token arrays from `tokenize`")] = Path(
         "data/tokens"
     ),
+    audio_tokenizer: Annotated[Path, typer.Option(help="the trained audio tokenizer")] = Path(
+        "stages/audio_tokenizer"
+    ),
     params: ParamsOption = Path("params.yaml"),
     metrics: MetricsOption = Path("metrics/evaluate.json"),
     track: TrackOption = True,
 ) -> None:
-    """Score every model and the samples: metrics/evaluate.json and plots."""
+    """Score every model and the samples (pictures and sound): metrics/evaluate.json, plots."""
 
     def work(cfg: Any, log: Log | None) -> dict[str, Any]:
         from willie.evaluation.report import run_evaluate
 
         return run_evaluate(
-            cfg, clips_dir=clips, tokens_dir=tokens, samples_dir=samples, plots_dir=plots
+            cfg,
+            clips_dir=clips,
+            tokens_dir=tokens,
+            samples_dir=samples,
+            plots_dir=plots,
+            audio_dir=audio_tokenizer,
         )
 
     artifacts = tuple(

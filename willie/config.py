@@ -355,7 +355,7 @@ class TransformerConfig(TrainingSection):
 class AudioConfig(TrainingSection):
     """`audio`: the audio tokenizer, trained on the clips' soundtrack (`train_audio_tokenizer`)."""
 
-    channels: int = Field(16, ge=4, description="width at the full sample rate, ×2 per stride")
+    channels: int = Field(8, ge=4, description="width at the full sample rate, ×2 per stride")
     strides: list[int] = Field(
         [2, 5, 5, 5], min_length=1, description="down-sampling per level; hop = their product"
     )
@@ -365,6 +365,10 @@ class AudioConfig(TrainingSection):
     stft_weight: float = Field(1.0, ge=0, description="multi-resolution STFT loss")
     mel_weight: float = Field(1.0, ge=0, description="log-mel L1 loss")
     wave_weight: float = Field(0.0, ge=0, description="waveform L1 loss (phase; SI-SNR)")
+    speed: float = Field(
+        0.0, ge=0, le=1, description="replay training clips at random speeds within ±this"
+    )
+    gain_db: float = Field(0.0, ge=0, le=24, description="random gain of training clips (dB)")
     disc_start: int = Field(
         10**9,
         ge=0,

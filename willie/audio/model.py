@@ -34,7 +34,7 @@ class AudioTokenizerArch(ArtifactArch):
 
     KIND: ClassVar[str] = "audio tokenizer"
 
-    channels: int = 16  # width at the full sample rate; doubled after each stride
+    channels: int = 8  # width at the full sample rate; doubled after each stride
     strides: tuple[int, ...] = (2, 5, 5, 5)  # hop = product
     dilations: tuple[int, ...] = (1, 3)  # of the residual units at each level
     levels: tuple[int, ...] = (8, 5, 5, 5)  # FSQ levels of one codebook

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from willie.atomic import atomic_path, read_json, write_bytes, write_json
+from willie.audio.augment import speed_and_gain
 from willie.audio.discriminator import MultiScaleSTFTDiscriminator
 from willie.audio.losses import (
     feature_matching_loss,
@@ -37,7 +38,7 @@ from willie.data.video import write_wav
 from willie.errors import WillieError
 from willie.tokenizer.losses import hinge_d_loss
 from willie.training.checkpoint import render_model_card, save_artifact
-from willie.training.engine import Engine, Log, TrainSettings
+from willie.training.engine import Engine, Log, TrainSettings, step_generator
 
 
 def architecture(cfg: AudioConfig) -> AudioTokenizerArch:
@@ -148,8 +149,11 @@ def train_audio_tokenizer(
         codec.train()
         adversarial = gan and step >= cfg.disc_start
         metrics: dict[str, float] = {}
-        for _ in engine.micro_steps(codec, disc):
+        for micro in engine.micro_steps(codec, disc):
             real = next(batches)
+            if cfg.speed or cfg.gain_db:
+                generator = step_generator(cfg.seed, step, micro, engine.rank)
+                real = speed_and_gain(real, generator, cfg.speed, cfg.gain_db)
             with engine.autocast():
                 recon, _ = codec(real)
                 recon = recon.float()

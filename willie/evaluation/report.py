@@ -39,6 +39,7 @@ from willie.evaluation.realism import (
     per_second,
     real_frames,
 )
+from willie.evaluation.sound import sound_metrics
 from willie.plots import write_plot
 from willie.superres.measures import evaluate as evaluate_superres
 from willie.superres.model import load_superres
@@ -190,6 +191,7 @@ def run_evaluate(
     tokens_dir: Path = Path("data/tokens"),
     samples_dir: Path = Path("stages/samples"),
     plots_dir: Path = Path("metrics/plots"),
+    audio_dir: Path = Path("stages/audio_tokenizer"),
 ) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     weights = Path(cfg.i3d_weights) if cfg.i3d_weights else None
@@ -281,6 +283,8 @@ def run_evaluate(
             file=sys.stderr,
         )
     metrics |= {"sample_clips": len(samples), "val_clips": len(val_clips)}
+    if audio_dir.is_dir():  # the sound: the codec on val, and the samples' against the film's
+        metrics |= sound_metrics(clips_dir, samples_dir, audio_dir, device, cfg.max_clips)
 
     write_plot(
         plots_dir,
