@@ -1,8 +1,8 @@
 """The gallery as a person sees it: `index.html` opened from disk in headless Chromium.
 
 Every picture loads, every video plays for as long as it should, the console stays clean and
-every link leads to a file; a sample with sound plays it. CI installs Debian's `chromium` and Playwright (`.ci/run`); where
-either is missing these tests skip and say so.
+every link leads to a file; a sample with sound plays it. CI installs Debian's `chromium` and
+Playwright (`.ci/run`); where either is missing these tests skip and say so.
 """
 
 from __future__ import annotations
