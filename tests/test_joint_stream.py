@@ -82,3 +82,19 @@ def test_a_picture_only_model_is_unchanged() -> None:
     assert set(
         model.losses(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long))
     ) == {"video"}
+
+
+def test_rows_with_different_prompts_share_one_batch() -> None:
+    from willie.transformer.generate import greedy
+
+    torch.manual_seed(1)
+    model = TokenTransformer(arch()).eval()
+    bos = torch.full((1, 1), LAYOUT.bos)
+    prompt = torch.from_numpy(LAYOUT.interleave(np.array([[1, 2, 3, 4]]), np.array([[0, 1]])))[
+        None
+    ]  # one latent frame of pictures and sound
+    alone = generate(model, torch.cat([bos, prompt], 1), 2 * LAYOUT.period, greedy)
+    free = generate(model, bos, 3 * LAYOUT.period, greedy)
+    forced = torch.cat([torch.full_like(prompt, -1), prompt])  # row 0 free, row 1 prompted
+    both = generate(model, bos.repeat(2, 1), 3 * LAYOUT.period, greedy, forced=forced)
+    assert torch.equal(both[1], alone[0]) and torch.equal(both[0], free[0])

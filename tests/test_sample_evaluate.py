@@ -74,9 +74,9 @@ def test_sample_writes_decodable_upscaled_mp4s_with_continuations(gallery) -> No
             assert (frames[0].height, frames[0].width) == (32, 32)  # 16 → 32 by super-res
         assert (out / sample["files"]["gif"]).is_file()
     assert index["samples"][2]["prompt_frames"] == 5 and index["samples"][0]["prompt_frames"] == 0
-    # one batch per kind, one generator per batch: unconditional seed 0, continuations 1
-    assert [s["settings"]["seed"] for s in index["samples"]] == [0, 0, 1, 1]
-    assert [s["settings"]["batch_row"] for s in index["samples"]] == [0, 1, 0, 1]
+    # one batch, one generator: every sample says its row in it
+    assert [s["settings"]["seed"] for s in index["samples"]] == [0, 0, 0, 0]
+    assert [s["settings"]["batch_row"] for s in index["samples"]] == [0, 1, 2, 3]
     for sample in index["samples"]:  # the tokens each sample decodes from: 5 × 2 × 2
         assert np.load(out / sample["files"]["tokens"]).shape == (20,)
     assert metrics["real_time_factor"] > 0

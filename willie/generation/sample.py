@@ -10,7 +10,9 @@
         (willie.generation.gallery)
 
 With `prompt_frames` = 0 the stage writes `num_clips` unconditional samples; with a prompt it
-writes as many continuations of real val clips besides them.
+writes as many continuations of real val clips besides them. All samples are generated in one
+batch through one KV cache, from one seeded generator (a continuation's prompt tokens are
+forced at its first positions).
 """
 
 from __future__ import annotations
@@ -264,61 +266,73 @@ def run_sample(
     groups = [Group("uncond", torch.full((cfg.num_clips, 1), bos, device=device))]
     if cfg.prompt_frames:
         groups.append(prompted_group(models, cfg, Path(clips_dir), device))
-    total_tokens = sum(total_latent * per_frame * g.size - g.prompt[:, 1:].numel() for g in groups)
+    total_tokens = total_latent * per_frame * sum(g.size for g in groups)
 
+    # One batch through one KV cache: every row starts at BOS; a continuation's prompt tokens
+    # are forced at its first positions while the other rows already sample.
+    new = total_latent * per_frame
+    longest = max(g.prompt.shape[1] - 1 for g in groups)
+    forced = torch.cat(
+        [
+            torch.nn.functional.pad(g.prompt[:, 1:], (0, longest - g.prompt.shape[1] + 1), value=-1)
+            for g in groups
+        ]
+    )  # [B, longest]
+    bos_column = torch.full((len(forced), 1), models.transformer.arch.bos, device=device)
+    pick = sampler(
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     samples: list[Sample] = []
-    token_seconds = 0.0
     started = time.perf_counter()
     bar, advance = _progress(total_tokens)
     with bar:
-        for index, group in enumerate(groups):
-            seed = cfg.seed + index  # one generator per batch: its rows draw in turn
-            new = total_latent * per_frame - (group.prompt.shape[1] - 1)
-            pick = sampler(
-                temperature=cfg.temperature,
-                top_k=cfg.top_k,
-                top_p=cfg.top_p,
-                generator=torch.Generator().manual_seed(seed),
-            )
-            t0 = time.perf_counter()
-            rows = group.size
-            tokens = generate(
-                models.transformer, group.prompt, new, pick, progress=lambda _, n=rows: advance(n)
-            )  # [B, 1 + total_latent · h · w]
-            seconds = time.perf_counter() - t0
-            token_seconds += seconds
-            for row in range(group.size):
-                video, sound = models.decode(tokens[row, 1:])  # [T, H, W] uint8, [S]
-                if group.real:  # the prompt as the real footage, not its reconstruction
-                    video[: cfg.prompt_frames] = group.real[row]
-                    real_sound = group.real_sound[row] if group.real_sound else None
-                    if sound is not None and real_sound is not None:
-                        sound[: len(real_sound)] = real_sound
-                settings = {
-                    "seed": seed,
-                    "batch_row": row,
-                    "temperature": cfg.temperature,
-                    "top_k": cfg.top_k,
-                    "top_p": cfg.top_p,
-                    **group.where[row],
-                    "tokens": int(tokens.shape[1] - 1),
-                    "tokens_per_s": round(new * group.size / seconds, 1),
-                }
-                samples.append(
-                    Sample(
-                        f"{group.name}_{row:03d}",
-                        video,
-                        cfg.prompt_frames if group.real else 0,
-                        settings,
-                        group.real[row] if group.real else None,
-                        tokens=models.layout.split(tokens[row : row + 1, 1:])[0]
-                        .reshape(-1)
-                        .cpu()
-                        .numpy(),  # the pictures' codes
-                        audio=sound,
-                        audio_rate=models.audio_rate,
-                    )
+        rows = len(forced)
+        tokens = generate(
+            models.transformer,
+            bos_column,
+            new,
+            pick,
+            progress=lambda _: advance(rows),
+            forced=forced,
+        )  # [B, 1 + total_latent · period]
+        token_seconds = time.perf_counter() - started
+    batch_row = 0
+    for group in groups:
+        for row in range(group.size):
+            stream = tokens[batch_row, 1:]
+            video, sound = models.decode(stream)  # [T, H, W] uint8, [S]
+            if group.real:  # the prompt as the real footage, not its reconstruction
+                video[: cfg.prompt_frames] = group.real[row]
+                real_sound = group.real_sound[row] if group.real_sound else None
+                if sound is not None and real_sound is not None:
+                    sound[: len(real_sound)] = real_sound
+            settings = {
+                "seed": cfg.seed,
+                "batch_row": batch_row,
+                "temperature": cfg.temperature,
+                "top_k": cfg.top_k,
+                "top_p": cfg.top_p,
+                **group.where[row],
+                "tokens": int(tokens.shape[1] - 1),
+                "tokens_per_s": round(new * rows / token_seconds, 1),
+            }
+            pictures = models.layout.split(stream[None])[0].reshape(-1).cpu().numpy()
+            samples.append(
+                Sample(
+                    f"{group.name}_{row:03d}",
+                    video,
+                    cfg.prompt_frames if group.real else 0,
+                    settings,
+                    group.real[row] if group.real else None,
+                    tokens=pictures,  # the pictures' codes
+                    audio=sound,
+                    audio_rate=models.audio_rate,
                 )
+            )
+            batch_row += 1
     seconds = time.perf_counter() - started
     write_gallery(out_dir, samples, fps=cfg.fps)
     with_sound = sum(s.audio is not None for s in samples)

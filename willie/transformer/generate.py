@@ -56,11 +56,14 @@ def generate(
     new_tokens: int,
     pick: Pick = greedy,
     progress: Progress | None = None,
+    forced: Tensor | None = None,
 ) -> Tensor:
     """prompt [B, P] (BOS first) -> [B, P + new_tokens], decoding from a rolling KV cache.
 
     The cache of each layer holds the last `window` keys, so memory and per-token time stay
-    flat however far past the training context the sequence runs.
+    flat however far past the training context the sequence runs. `forced` [B, F] (F ≤
+    new_tokens; −1 where free) fixes tokens after the prompt: rows with prompts of different
+    lengths share one batch, each taking its own prompt's tokens until they run out.
     """
     B, P = prompt.shape
     # Preallocated: thousands of tiny live tensors would pin freed heap memory (RSS creep).
@@ -71,7 +74,10 @@ def generate(
     layout = model.arch.layout
     for i in range(new_tokens):
         before = _frame_before(model, tokens, P + i)  # [B, K]: its place in the frames before
-        tokens[:, P + i] = model.sample_next(h, pick, before, layout.is_audio(P + i))  # [B]
+        chosen = model.sample_next(h, pick, before, layout.is_audio(P + i))  # [B]
+        if forced is not None and i < forced.shape[1]:
+            chosen = torch.where(forced[:, i] >= 0, forced[:, i], chosen)
+        tokens[:, P + i] = chosen
         if progress is not None:
             progress(i + 1)
         if i + 1 < new_tokens:
