@@ -110,6 +110,7 @@ def test_stage_trains_publishes_and_loads(tmp_path: Path) -> None:
     assert codec is not None and codec.arch.hop == 50
     assert codec.encode(torch.zeros(1, 1, 4500)).shape == (1, 90, 1)
     assert (tmp_path / "out" / "recon.wav").stat().st_size > 4 * 4500  # clips + recon, 16-bit
+    assert (tmp_path / "out" / "recon.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_silent_corpus_publishes_a_silent_model(tmp_path: Path) -> None:
@@ -120,6 +121,7 @@ def test_a_silent_corpus_publishes_a_silent_model(tmp_path: Path) -> None:
     assert config["silent"] and "film.mp4" in config["reason"]
     assert load_audio_tokenizer(tmp_path / "out") is None
     assert "No model was trained" in (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert (tmp_path / "out" / "recon.png").is_file()  # every declared output exists
 
 
 def test_each_latent_frame_gets_the_tokens_of_its_frames() -> None:

@@ -279,7 +279,7 @@ def train_audio_tokenizer(
 
         return train_audio_tokenizer(cfg, clips, out, log=log)
 
-    artifacts = (out / "recon.wav", out / "MODEL_CARD.md", out / "config.json")
+    artifacts = (out / "recon.wav", out / "recon.png", out / "MODEL_CARD.md", out / "config.json")
     run_stage(
         "train_audio_tokenizer",
         "audio",

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from willie.atomic import atomic_path, write_bytes
 
 Series = dict[str, tuple[Sequence[float], Sequence[float]]]  # label → (x, y)
@@ -43,6 +45,29 @@ def write_png(path: Path, title: str, xlabel: str, ylabel: str, series: Series) 
     axes.grid(alpha=0.3)
     if len(series) > 1:
         axes.legend()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path
+
+
+def write_spectrograms(path: Path, title: str, sounds: dict[str, Any], rate: int) -> Path:
+    """One spectrogram per sound (label → mono float array), stacked, as a PNG: what a
+    reconstruction keeps and loses, seen rather than heard. An empty dict draws the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows = max(1, len(sounds))
+    figure = Figure(figsize=(8, 1.6 + 1.8 * rows), dpi=100, layout="constrained")
+    figure.suptitle(title, fontsize=10)
+    axes = figure.subplots(rows, 1, squeeze=False)[:, 0]
+    for ax, (label, sound) in zip(axes, sounds.items(), strict=False):
+        with np.errstate(divide="ignore"):  # digital silence: −inf dB, drawn as the floor
+            ax.specgram(sound, NFFT=256, Fs=rate, noverlap=192, cmap="magma", vmin=-120)
+        ax.set(ylabel="Hz", title=label)
+        ax.title.set_fontsize(9)
+    axes[-1].set_xlabel("seconds")
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     return path

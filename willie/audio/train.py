@@ -36,6 +36,7 @@ from willie.config import AudioConfig
 from willie.data.dataset import AudioClips
 from willie.data.video import write_wav
 from willie.errors import WillieError
+from willie.plots import write_spectrograms
 from willie.tokenizer.losses import hinge_d_loss
 from willie.training.checkpoint import render_model_card, save_artifact
 from willie.training.engine import Engine, Log, TrainSettings, step_generator
@@ -94,6 +95,7 @@ def publish_silent(out_dir: Path, cfg: AudioConfig, reason: str) -> None:
     )
     write_bytes(out_dir / "MODEL_CARD.md", card.encode())
     write_wav(out_dir / "recon.wav", np.zeros(0, np.float32), 8000)  # nothing to hear
+    write_spectrograms(out_dir / "recon.png", f"No sound to learn: {reason}", {}, 8000)
 
 
 def train_audio_tokenizer(
@@ -240,6 +242,13 @@ def train_audio_tokenizer(
         }
         card = model_card(cfg, arch, rate, metrics, read_json(clips_dir / "manifest.json"))
         save_artifact(out_dir, ema.module, config, card)
-        # listen: the clips, then their reconstruction
+        # listen: the clips, then their reconstruction; and see them
         write_wav(out_dir / "recon.wav", np.concatenate([shown.original, shown.recon]), rate)
+        split = "val" if val is not None else "train"
+        write_spectrograms(
+            out_dir / "recon.png",
+            f"Audio tokenizer: {split} clips and their reconstruction ({arch.hop}-sample hop)",
+            {f"{split} clips": shown.original, "reconstruction": shown.recon},
+            rate,
+        )
     return metrics
