@@ -55,6 +55,9 @@ def test_each_kind_of_target_is_scored_by_its_own_head() -> None:
     with torch.no_grad():
         parts = model.losses(ids, targets)
     assert int(parts["video"][1]) == 16 and int(parts["audio"][1]) == 7  # last audio ignored
+    sounding = targets[(targets > LAYOUT.bos) & (targets != LAYOUT.audio_offset + LAYOUT.nosound)]
+    assert int(parts["sound"][1]) == len(sounding) < 7  # NOSOUND targets left out
+    assert float(parts["sound"][0]) < float(parts["audio"][0])
     total = (parts["video"][0] + parts["audio"][0]) / 23
     with torch.no_grad():
         torch.testing.assert_close(model(ids, targets), total)
@@ -98,3 +101,20 @@ def test_rows_with_different_prompts_share_one_batch() -> None:
     forced = torch.cat([torch.full_like(prompt, -1), prompt])  # row 0 free, row 1 prompted
     both = generate(model, bos.repeat(2, 1), 3 * LAYOUT.period, greedy, forced=forced)
     assert torch.equal(both[1], alone[0]) and torch.equal(both[0], free[0])
+
+
+def test_the_sound_baseline_leaves_nosound_out() -> None:
+    from types import SimpleNamespace
+
+    from willie.transformer.baseline import _repeats, copy_previous_baseline
+
+    video = np.zeros((3, 4), int)
+    audio = np.array([[5, 5], [1, 2], [1, 3]])  # NOSOUND, then two frames of sound
+    stream = np.concatenate([[LAYOUT.bos], LAYOUT.interleave(video, audio)])
+    streams = SimpleNamespace(layout=LAYOUT, streams=[stream])
+    assert _repeats(streams, "audio") == (1, 4, 6)  # NOSOUND counted as a symbol
+    assert _repeats(streams, "sound") == (1, 2, 4)  # only frame 2 has sound before it
+    assert _repeats(streams, "video") == (8, 8, 12)
+    result = copy_previous_baseline(streams, streams)  # type: ignore[arg-type]
+    assert result["sound_uniform_bits_per_token"] == np.log2(5)
+    assert result["sound_baseline_repeat_probability"] == 0.5

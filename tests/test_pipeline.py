@@ -162,6 +162,7 @@ def test_dvc_repro_runs_every_stage(project: tuple[Path, dict[str, str]]) -> Non
     transformer = json.loads((root / "metrics/transformer.json").read_text())
     assert {"val_bits_per_token", "val_bits_per_token_2x"} <= set(transformer)
     assert {"val_audio_bits_per_token", "audio_baseline_val_bits_per_token"} <= set(transformer)
+    assert {"val_sound_bits_per_token", "sound_baseline_val_bits_per_token"} <= set(transformer)
     audio = json.loads((root / "metrics/audio_tokenizer.json").read_text())
     assert {"si_snr", "baseline_si_snr", "stft_distance_db"} <= set(audio)  # the film has sound
     assert (root / "stages/audio_tokenizer/recon.wav").stat().st_size > 1000

@@ -231,6 +231,7 @@ def run_evaluate(
     metrics["val_bits_per_token"] = bits["video"][0]
     if "audio" in bits:
         metrics["val_audio_bits_per_token"] = bits["audio"][0]
+        metrics["val_sound_bits_per_token"] = bits["sound"][0]
 
     val_full = ClipDataset(clips_dir, "val")
     sr, _ = evaluate_superres(superres, val_full, device, max_clips=cfg.max_clips)

@@ -19,29 +19,35 @@ from willie.transformer.data import TokenStreams
 
 def _repeats(streams: TokenStreams, kind: str) -> tuple[int, int, int]:
     """(tokens that repeat the frame before, tokens that have a frame before, all tokens) of
-    one kind ("video" or "audio")."""
+    one kind: "video", "audio", or "sound" (the audio tokens that are not NOSOUND; a NOSOUND
+    frame before counts as no frame before)."""
     layout = streams.layout
     per_frame = layout.video if kind == "video" else layout.audio
+    nosound = layout.audio_offset + layout.nosound
     same = comparable = total = 0
     for stream in streams.streams:
         frames = stream[1:].reshape(-1, layout.period)  # BOS is never a target
         codes = frames[:, : layout.video] if kind == "video" else frames[:, layout.video :]
         codes = codes.reshape(-1)
-        total += len(codes)
-        if len(codes) > per_frame:
-            same += int((codes[per_frame:] == codes[:-per_frame]).sum())
-            comparable += len(codes) - per_frame
+        before = np.concatenate([np.full(per_frame, -1), codes[:-per_frame]])
+        counted = codes != nosound if kind == "sound" else np.ones(len(codes), bool)
+        has_before = counted & (before >= 0) & ((before != nosound) | (kind != "sound"))
+        total += int(counted.sum())
+        comparable += int(has_before.sum())
+        same += int((has_before & (codes == before)).sum())
     return same, comparable, total
 
 
 def copy_previous_baseline(train: TokenStreams, val: TokenStreams) -> dict[str, float]:
     """The baseline's fitted repeat probability and its bits per token on both splits, for the
     pictures' tokens (`baseline_*`) and, where the streams have sound, the sound's
-    (`audio_baseline_*`, over the audio symbols: the same rule, a latent frame's sound before)."""
+    (`audio_baseline_*`, over the audio symbols: the same rule, a latent frame's sound before;
+    `sound_baseline_*` over the tokens that are not NOSOUND, among the 1,000 codes)."""
     layout = train.layout
     kinds = [("video", "", layout.codebook_size)]
     if layout.audio:
         kinds.append(("audio", "audio_", layout.audio_symbols))
+        kinds.append(("sound", "sound_", layout.audio_symbols - 1))
     result = {}
     for kind, prefix, vocab in kinds:
         same, comparable, _ = _repeats(train, kind)
@@ -52,5 +58,5 @@ def copy_previous_baseline(train: TokenStreams, val: TokenStreams) -> dict[str, 
             s, c, n = _repeats(streams, kind)
             bits = -(s * np.log2(q) + (c - s) * np.log2((1 - q) / (vocab - 1)))
             bits += (n - c) * math.log2(vocab)
-            result[f"{prefix}baseline_{name}_bits_per_token"] = float(bits / max(n, 1))
+            result[f"{prefix}baseline_{name}_bits_per_token"] = float(bits / n) if n else math.nan
     return result

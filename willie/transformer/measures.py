@@ -22,7 +22,8 @@ def bits_per_token(
     batch_size: int,
     device: torch.device,
 ) -> dict[str, tuple[float, int]]:
-    """Mean bits per predicted token and the count: "all", and per kind ("video", "audio"),
+    """Mean bits per predicted token and the count: "all", and per kind ("video", "audio", and
+    "sound": the audio tokens that are not NOSOUND),
     each token scored once with ≥ length/2 tokens of its past where the stream has them
     (`ScoringWindows`)."""
     model.eval()
@@ -36,7 +37,10 @@ def bits_per_token(
         with autocast(device):
             parts = model.losses(ids, targets)
         for kind, (summed, count) in parts.items():
-            for key in (kind, "all"):
+            for key in (kind, "all") if kind != "sound" else (kind,):  # sound ⊂ audio
                 nats[key] = nats.get(key, 0.0) + float(summed)
                 counts[key] = counts.get(key, 0) + int(count)
-    return {k: (nats[k] / max(counts[k], 1) / math.log(2), counts[k]) for k in nats}
+    # no token of a kind (a val split without sound): NaN, not a flattering 0
+    return {
+        k: (nats[k] / counts[k] / math.log(2) if counts[k] else math.nan, counts[k]) for k in nats
+    }

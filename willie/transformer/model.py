@@ -388,7 +388,8 @@ class TokenTransformer(nn.Module):
 
     def losses(self, ids: Tensor, targets: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         """ids, targets [B, L] (targets = ids shifted left, IGNORE where none) -> per kind of
-        target ("video", and "audio" with sound): (summed nats, count)."""
+        target ("video", and with sound "audio" and its subset "sound": the audio targets
+        that are not NOSOUND): (summed nats, count)."""
         before = self.frame_before(ids)
         h = self.hidden(ids, before=before)
         audio = targets > self.arch.bos
@@ -398,13 +399,17 @@ class TokenTransformer(nn.Module):
         if self.audio_head is not None:
             logits = self.audio_head(h[audio]).float()  # [N, A]
             symbols = targets[audio] - self.arch.bos - 1
-            parts["audio"] = (F.cross_entropy(logits, symbols, reduction="sum"), audio.sum())
+            nats = F.cross_entropy(logits, symbols, reduction="none")
+            parts["audio"] = (nats.sum(), audio.sum())
+            sounding = symbols != self.arch.audio_symbols - 1  # not NOSOUND
+            parts["sound"] = (nats[sounding].sum(), sounding.sum())  # a subset of "audio"
         return parts
 
     def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
         """ids, targets [B, L] -> mean nats per predicted token, video and audio alike."""
-        parts = self.losses(ids, targets).values()
-        return sum(n for n, _ in parts) / sum(c for _, c in parts).clamp(min=1)
+        parts = self.losses(ids, targets)
+        kinds = [parts[k] for k in ("video", "audio") if k in parts]
+        return sum(n for n, _ in kinds) / sum(c for _, c in kinds).clamp(min=1)
 
     def sample_next(self, h: Tensor, pick: Any, before: Tensor | None, audio: bool) -> Tensor:
         """h [B, C] -> the next ids [B]: a video code, or (`audio`) an audio symbol's id."""

@@ -233,6 +233,9 @@ def train_transformer(
             evaluations[step] |= {
                 "val_audio_bits_per_token": at_1x["audio"][0],
                 "val_audio_tokens": at_1x["audio"][1],
+                # where the clip has sound: NOSOUND of a silent file is nearly free to predict
+                "val_sound_bits_per_token": at_1x["sound"][0],
+                "val_sound_tokens": at_1x["sound"][1],
             }
         if probe is not None:
             evaluations[step]["val_realism"] = probe.score(ema.module)
