@@ -153,3 +153,23 @@ def test_the_sound_frechet_tells_a_tune_from_noise() -> None:
     other = frechet_distance(mel_statistics(tones(40, 1400), 12000), real)
     noise = frechet_distance(mel_statistics(0.3 * torch.randn(40, 4500), 12000), real)
     assert same < 0.1 * other and same < 0.1 * noise
+
+
+def test_onset_sync_sees_sound_and_picture_change_together() -> None:
+    from willie.evaluation.sound import onset_sync
+
+    rng = np.random.default_rng(0)
+    T, spf = 240, 500
+    events = rng.choice(T, 20, replace=False)
+    frames = np.zeros((T, 8, 8))
+    level = 0.0
+    for t in range(T):  # the picture jumps at each event, and holds
+        level += 50.0 if t in events else 0.0
+        frames[t] = level % 255
+    sound = 0.01 * rng.standard_normal(T * spf)
+    for t in events:  # a toot starts with each jump
+        sound[t * spf : (t + 2) * spf] += 0.5 * np.sin(np.arange(2 * spf) * 0.3)
+    together = onset_sync(frames, sound)
+    apart = onset_sync(frames, np.roll(sound, 40 * spf))  # the same sound, 40 frames late
+    assert together > 0.5 and abs(apart) < 0.2
+    assert np.isnan(onset_sync(frames[:20], sound[: 20 * spf]))  # too short to tell
