@@ -31,6 +31,13 @@ def pcm_to_unit(audio: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(audio.astype(np.float32) / 32767)
 
 
+def split_shards(clips_dir: str | os.PathLike[str], split: str) -> ClipShards:
+    """The shards of one split (`train` or `val`) of `clips_dir`."""
+    if split not in SPLITS:
+        raise WillieError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    return ClipShards(Path(clips_dir) / split)
+
+
 def area_resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Area-downsample the last two dims of [..., T, H, W] frames to `size`."""
     if tuple(video.shape[-2:]) == tuple(size):
@@ -60,9 +67,7 @@ class ClipDataset(Dataset[torch.Tensor]):
         *,
         audio: bool = False,
     ) -> None:
-        if split not in SPLITS:
-            raise WillieError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        self.shards = ClipShards(Path(clips_dir) / split)
+        self.shards = split_shards(clips_dir, split)
         _T, H, W = self.shards.clip_shape
         if size is None:
             size = (H, W)
@@ -99,9 +104,7 @@ class AudioClips(Dataset[torch.Tensor]):
     """
 
     def __init__(self, clips_dir: str | os.PathLike[str], split: str) -> None:
-        if split not in SPLITS:
-            raise WillieError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        self.shards = ClipShards(Path(clips_dir) / split)
+        self.shards = split_shards(clips_dir, split)
         self.indices = np.flatnonzero(self.shards.has_audio)
         self.rate = self.shards.audio_rate
 

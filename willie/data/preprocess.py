@@ -23,7 +23,7 @@ import numpy as np
 
 from willie.atomic import atomic_path, read_json, write_json
 from willie.config import PreprocessConfig
-from willie.data.shards import ClipRow, ClipShardWriter, to_pcm16
+from willie.data.shards import ClipRow, ClipShardWriter
 from willie.data.video import (
     Box,
     VideoError,
@@ -32,6 +32,7 @@ from willie.data.video import (
     iter_gray_frames,
     probe,
     sample_gray_frames,
+    to_pcm16,
 )
 from willie.errors import WillieError
 
@@ -230,14 +231,17 @@ class Footage:
         np.ndarray | None
     )  # [samples] mono float at audio_rate, on the source clock; None: silent
 
-    def clip_audio(self, start_s: float, samples: int, rate: int) -> np.ndarray | None:
+    def clip_audio(
+        self, start_s: float, samples: int, rate: int, per_frame: int
+    ) -> np.ndarray | None:
         """The `samples` of sound from source time `start_s` (a clip's first frame), or None
-        when the file is silent or its sound ends more than a frame's worth before the clip's."""
+        when the file is silent or its sound ends more than a frame's worth (`per_frame`
+        samples) before the clip's."""
         if self.audio is None:
             return None
         lo = round(start_s * rate)
         piece = self.audio[lo : lo + samples]
-        if samples - len(piece) > rate / 24:  # the stream stops well before the picture
+        if samples - len(piece) > per_frame:  # the stream stops well before the picture
             return None
         return to_pcm16(np.pad(piece, (0, samples - len(piece))))
 
@@ -344,7 +348,7 @@ def run_preprocess(
                     span = slice(clip.start, clip.start + T)
                     start_s = float(times[clip.start])  # in its own file
                     audio = footage[scene_file[clip.scene]].clip_audio(
-                        start_s, samples, cfg.audio_rate
+                        start_s, samples, cfg.audio_rate, cfg.audio_per_frame
                     )
                     with_audio[split] += audio is not None
                     writer.add(

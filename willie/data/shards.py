@@ -47,11 +47,6 @@ class ClipRow:
     audio: np.ndarray | None = None  # [S] int16; None: the source has no soundtrack
 
 
-def to_pcm16(audio: np.ndarray) -> np.ndarray:
-    """float [-1, 1] → int16 PCM."""
-    return np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
-
-
 class ClipShardWriter:
     """Buffers clips and writes them as `shard-00000.arrow`, `shard-00001.arrow`, … atomically.
 
@@ -204,6 +199,11 @@ class ClipShards:
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
+
+    @property
+    def audio_per_frame(self) -> int:
+        """Soundtrack samples per frame (0: shards without sound)."""
+        return self.audio_samples // self.clip_shape[0]
 
     def __getitem__(self, index: int) -> np.ndarray:
         shard, row = self._locate(index)

@@ -232,6 +232,11 @@ def decode_audio(path: str | os.PathLike[str], rate: int) -> np.ndarray | None:
     return np.clip(samples, -1, 1).astype(np.float32, copy=False)
 
 
+def to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """float [-1, 1] → int16 PCM (clipped, rounded)."""
+    return np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
+
+
 AAC_BITRATE = 64_000  # mono: ample for a 1928 optical soundtrack
 
 
@@ -298,7 +303,7 @@ def write_wav(path: str | os.PathLike[str], audio: np.ndarray, rate: int) -> Non
     """Mono float audio in [-1, 1] as a 16-bit PCM WAV; atomic."""
     import wave
 
-    pcm = np.round(np.clip(audio, -1, 1) * 32767).astype("<i2")
+    pcm = to_pcm16(audio).astype("<i2")  # WAV is little-endian
     with atomic_path(path) as temp, wave.open(str(temp), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)

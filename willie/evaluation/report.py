@@ -285,7 +285,8 @@ def run_evaluate(
         )
     metrics |= {"sample_clips": len(samples), "val_clips": len(val_clips)}
     if audio_dir.is_dir():  # the sound: the codec on val, and the samples' against the film's
-        metrics |= sound_metrics(clips_dir, samples_dir, audio_dir, device, cfg.max_clips)
+        seen = [video.frames.numpy() for video in videos]  # as decoded above, prompt left out
+        metrics |= sound_metrics(clips_dir, samples_dir, audio_dir, device, cfg.max_clips, seen)
 
     write_plot(
         plots_dir,

@@ -27,9 +27,9 @@ from willie.atomic import read_json
 from willie.audio.losses import log_mel, resolutions
 from willie.audio.measures import evaluate as evaluate_codec
 from willie.audio.model import load_audio_tokenizer
-from willie.data.dataset import AudioClips
+from willie.data.dataset import AudioClips, pcm_to_unit
 from willie.data.shards import ClipShards
-from willie.data.video import decode_audio, iter_gray_frames
+from willie.data.video import decode_audio
 from willie.evaluation.distribution import frechet_distance
 
 MELS = 32
@@ -69,27 +69,11 @@ def onset_sync(frames: np.ndarray, sound: np.ndarray) -> float:
     return at - float(np.mean(chance))
 
 
-def sample_sync(samples_dir: Path, rate: int, size: int) -> list[float]:
-    """`onset_sync` of every sample with sound (prompt frames left out), read from its MP4."""
-    index = read_json(samples_dir / "samples.json")
-    scores = []
-    for sample in index["samples"]:
-        mp4 = samples_dir / sample["files"]["mp4"]
-        sound = decode_audio(mp4, rate) if sample.get("sound") else None
-        if sound is None:
-            continue
-        frames = np.stack([f.pixels for f in iter_gray_frames(mp4, size=(size, size))])
-        per_frame = round(rate / index["fps"])
-        skip = sample["prompt_frames"]
-        scores.append(onset_sync(frames[skip:], sound[skip * per_frame : len(frames) * per_frame]))
-    return scores
-
-
-def real_sync(clips_dir: Path, size: int, stride: int) -> float:
+def real_sync(clips_dir: Path, stride: int) -> float:
     """`onset_sync` of the real val footage with sound, each scene's clips laid end to end
     (the first `stride` frames of each: consecutive clips start `stride` frames apart)."""
     shards = ClipShards(clips_dir / "val")
-    per_frame = shards.audio_samples // shards.clip_shape[0]
+    per_frame = shards.audio_per_frame
     scores = []
     for scene in np.unique(shards.scene):
         rows = [i for i in np.flatnonzero(shards.scene == scene) if shards.has_audio[i]]
@@ -98,32 +82,46 @@ def real_sync(clips_dir: Path, size: int, stride: int) -> float:
             continue
         frames = np.concatenate([shards[i][:stride] for i in rows])
         sound = np.concatenate([shards.audio(i)[: stride * per_frame] for i in rows])
-        scores.append(onset_sync(frames, sound.astype(np.float32) / 32767))
+        scores.append(onset_sync(frames, pcm_to_unit(sound).numpy()))
     valid = [x for x in scores if not math.isnan(x)]
     return float(np.mean(valid)) if valid else math.nan
 
 
-def sample_windows(samples_dir: Path, rate: int, window: int) -> torch.Tensor:
-    """The samples' generated sound (prompt frames left out), cut into windows: [N, window]."""
+def generated_sounds(samples_dir: Path, rate: int) -> list[tuple[int, np.ndarray]]:
+    """(index in samples.json, its generated sound with the prompt frames left out) of every
+    sample with sound, decoded once from its MP4."""
     index = read_json(samples_dir / "samples.json")
-    pieces = []
-    for sample in index["samples"]:
+    sounds = []
+    for i, sample in enumerate(index["samples"]):
         if not sample.get("sound"):
             continue
         sound = decode_audio(samples_dir / sample["files"]["mp4"], rate)
         if sound is None:
             continue
         skip = round(sample["prompt_frames"] * rate / index["fps"])
-        sound = sound[skip : round(sample["frames"] * rate / index["fps"])]  # AAC pads the end
-        whole = len(sound) // window * window
-        pieces.append(torch.from_numpy(sound[:whole].copy()).reshape(-1, window))
+        sounds.append((i, sound[skip : round(sample["frames"] * rate / index["fps"])]))  # AAC pads
+    return sounds
+
+
+def windows_of(sounds: list[np.ndarray], window: int) -> torch.Tensor:
+    """The sounds cut into whole windows: [N, window]."""
+    pieces = [
+        torch.from_numpy(x[: len(x) // window * window].copy()).reshape(-1, window) for x in sounds
+    ]
     return torch.cat(pieces) if pieces else torch.zeros(0, window)
 
 
 def sound_metrics(
-    clips_dir: Path, samples_dir: Path, audio_dir: Path, device: torch.device, max_clips: int
+    clips_dir: Path,
+    samples_dir: Path,
+    audio_dir: Path,
+    device: torch.device,
+    max_clips: int,
+    frames: list[np.ndarray],
 ) -> dict[str, Any]:
-    """The measures above; {} where the corpus or the samples have no sound."""
+    """The measures above; {} where the corpus or the samples have no sound. `frames`: each
+    sample's generated frames [T, H, W] (prompt frames left out), in samples.json's order, as
+    `evaluate` already read them."""
     codec = load_audio_tokenizer(audio_dir, device)
     if codec is None:
         return {}
@@ -136,17 +134,19 @@ def sound_metrics(
         metrics[f"audio_{key}"] = recon[key]
     real = torch.stack([reference[i][0] for i in range(len(reference))])  # [N, S]
     real_stats = mel_statistics(real, rate)
-    generated = sample_windows(samples_dir, rate, real.shape[-1])
+    sounds = generated_sounds(samples_dir, rate)
+    generated = windows_of([sound for _, sound in sounds], real.shape[-1])
     if len(generated) >= 2:
         metrics["audio_frechet"] = frechet_distance(mel_statistics(generated, rate), real_stats)
         metrics["audio_windows"] = len(generated)
-    sync = [x for x in sample_sync(samples_dir, rate, 64) if not math.isnan(x)]
+    sync = [onset_sync(frames[i], sound) for i, sound in sounds]
+    sync = [x for x in sync if not math.isnan(x)]
     if sync:
         metrics["av_sync"] = float(np.mean(sync))
     stride = int(read_json(clips_dir / "manifest.json").get("stride", 8))
-    real = real_sync(clips_dir, 64, stride)
-    if not math.isnan(real):  # too little real footage with sound to tell: left out
-        metrics["av_sync_real"] = real
+    real_score = real_sync(clips_dir, stride)
+    if not math.isnan(real_score):  # too little real footage with sound to tell: left out
+        metrics["av_sync_real"] = real_score
     if reference is val and len(train) >= 2:
         others = torch.stack([train[i][0] for i in range(len(train))])
         metrics["audio_frechet_train_val"] = frechet_distance(

@@ -89,7 +89,7 @@ def tokenize_audio(
 ) -> np.ndarray:
     """[clips, t, G] audio tokens of every clip of `shards` (all NOSOUND where it has none)."""
     nosound = codec.codebook_size
-    per_frame = shards.audio_samples // shards.clip_shape[0]
+    per_frame = shards.audio_per_frame
     steps_per_frame = per_frame // codec.arch.hop
     group = 4 * steps_per_frame * codec.arch.codebooks
     out = np.full((len(shards), latent_frames, group), nosound, np.int64)
