@@ -173,3 +173,43 @@ def test_onset_sync_sees_sound_and_picture_change_together() -> None:
     apart = onset_sync(frames, np.roll(sound, 40 * spf))  # the same sound, 40 frames late
     assert together > 0.5 and abs(apart) < 0.2
     assert np.isnan(onset_sync(frames[:20], sound[: 20 * spf]))  # too short to tell
+
+
+def _puffing_film(T: int, period: int, rate: int, late: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """64×64 frames: waves scrolling steadily across the bottom, and a stack whose puff is born
+    every `period` frames (a dark blob in one 8×8 cell, drifting up slowly, as the film's do at
+    64×64: ~0.3 px a frame); a band tune at 220–330 Hz
+    under a 700 Hz toot `late` frames after each puff."""
+    rng = np.random.default_rng(0)
+    spf = rate // 24
+    frames = np.full((T, 64, 64), 200.0)
+    y, x = np.mgrid[:64, :64]
+    for t in range(T):
+        frames[t, 40:] = 120 + 40 * np.sin((x[40:] + 3 * t) / 4.0)  # steady motion everywhere
+        for born in range(t - t % period, -1, -period)[:3]:  # the last 3 puffs, rising
+            cy, cx = 20 - (t - born) // 3, 12
+            frames[t][(y - cy) ** 2 + (x - cx) ** 2 <= 9] = 60
+    frames += rng.normal(0, 3, frames.shape)
+    time = np.arange(T * spf) / rate
+    sound = 0.1 * np.sin(2 * np.pi * np.where((time * 2).astype(int) % 2, 220, 330) * time)
+    for born in range(0, T, period):
+        lo = (born + late) * spf
+        n = min(3 * spf, len(sound) - lo)
+        if n > 0:
+            toot = np.sin(2 * np.pi * 700 * time[:n]) * np.exp(-time[:n] / 0.05)
+            sound[lo : lo + n] += 0.5 * toot
+    return frames, sound + 0.005 * rng.standard_normal(len(sound))
+
+
+def test_toot_sync_hears_the_whistle_where_the_stack_puffs() -> None:
+    """Periodic puffs and toots (as the synthetic film's): together the score is high; the same
+    toots half a period late score about chance, though a fixed chance lag of one period would
+    have called them in sync too."""
+    from willie.evaluation.sound import toot_sync
+
+    rate, T = 12000, 240
+    together = toot_sync(*_puffing_film(T, 9, rate), rate)
+    late = toot_sync(*_puffing_film(T, 9, rate, late=4), rate)
+    assert together > 0.15 and abs(late) < 0.08, (together, late)
+    frames, sound = _puffing_film(T, 9, rate)
+    assert np.isnan(toot_sync(frames[:12], sound, rate))  # too short to tell
