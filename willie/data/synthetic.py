@@ -33,7 +33,7 @@ FRAME_WIDTH, FRAME_HEIGHT = 384, 240
 AUDIO_RATE = 24_000  # the soundtrack's sample rate in the MP4 (AAC, mono)
 # x, y, width, height of the 4:3 picture; columns outside it are the pure black (0) bars.
 PICTURE_BOX = (32, 0, 320, 240)
-SCENE_SECONDS = 5.0  # a cut every 4–6 s on average
+SCENE_SECONDS = 3.0  # a cut every 2.3–3.8 s: 24 s show every kind of scene twice
 INK = 0  # outlines and solid black shapes
 # Grain is costly to encode: at crf 23 24 s take ~2 MB and ~3 s of x264, half of crf 18's.
 CRF = 23
@@ -470,7 +470,7 @@ class RiverScene:
     def __init__(self, rng: np.random.Generator, width: int, height: int, seconds: float) -> None:
         self.width, self.height = width, height
         self.sky, self.hills, self.water = _tone(rng, 205), _tone(rng, 160), _tone(rng, 130)
-        self.horizon = float(rng.uniform(105, 125))
+        self.horizon = float(rng.uniform(90, 135))  # the camera's height varies by scene
         self.clouds = random_clouds(rng, 3, width=width, top=18, bottom=self.horizon - 45)
         self.phases = rng.uniform(0, 2 * math.pi, 3).tolist()
         self.scroll_speed = float(rng.uniform(8, 16))
@@ -525,7 +525,7 @@ class PierScene:
     def __init__(self, rng: np.random.Generator, width: int, height: int, seconds: float) -> None:
         self.width, self.height = width, height
         self.sky, self.water, self.deck = _tone(rng, 140), _tone(rng, 90), _tone(rng, 200)
-        self.horizon = float(rng.uniform(88, 100))
+        self.horizon = float(rng.uniform(70, 115))  # the camera's height varies by scene
         self.clouds = random_clouds(rng, 2, width=width, top=15, bottom=self.horizon - 40)
         self.waves = wave_rows(
             rng,
@@ -535,7 +535,7 @@ class PierScene:
             tone=self.water,
             speed=float(rng.uniform(-40, -20)),
         )
-        self.deck_top = float(rng.uniform(150, 160))
+        self.deck_top = self.horizon + float(rng.uniform(50, 75))
         self.scale = float(rng.uniform(1.15, 1.35))
         self.step_rate = float(rng.uniform(1.6, 2.2))  # strides per second
         # px/s to cross the whole picture, entering and leaving, within about the scene
@@ -803,7 +803,11 @@ def _scene_order(rng: np.random.Generator, count: int) -> list[str]:
 
 
 def plan_scenes(*, seed: int, seconds: float, fps: int = 24) -> tuple[Scene, ...]:
-    """The seeded cut list: about one scene per `SCENE_SECONDS`, at least two from 4 s on."""
+    """The seeded cut list: about one scene per `SCENE_SECONDS`, at least two from 4 s on.
+
+    A kind that comes back comes back re-arranged: its own positions, speeds and tones, and
+    drawn from the other side (mirrored) — the same parts in a new arrangement, so that a split
+    by shot can hold one out and still test what the models learnt from the other."""
     _check(seed, seconds, fps)
     total = max(1, round(seconds * fps))
     count = 1 if seconds < 4 else max(2, round(seconds / SCENE_SECONDS))
@@ -813,16 +817,21 @@ def plan_scenes(*, seed: int, seconds: float, fps: int = 24) -> tuple[Scene, ...
     weights = rng.uniform(0.75, 1.25, count)
     bounds = [0, *np.round(np.cumsum(weights) / weights.sum() * total).astype(int).tolist()]
     bounds = [max(b, i) for i, b in enumerate(bounds)]  # every scene keeps ≥ 1 frame
-    return tuple(
-        Scene(
-            kind=kind,
-            start=start,
-            frames=end - start,
-            mirrored=bool(rng.random() < 0.5),
-            seed=int(rng.integers(2**63)),
+    mirrored: dict[str, bool] = {}
+    scenes = []
+    for kind, start, end in zip(kinds, bounds[:-1], bounds[1:], strict=True):
+        flip = bool(rng.random() < 0.5)
+        mirrored[kind] = flip if kind not in mirrored else not mirrored[kind]
+        scenes.append(
+            Scene(
+                kind=kind,
+                start=start,
+                frames=end - start,
+                mirrored=mirrored[kind],
+                seed=int(rng.integers(2**63)),
+            )
         )
-        for kind, start, end in zip(kinds, bounds[:-1], bounds[1:], strict=True)
-    )
+    return tuple(scenes)
 
 
 def _painter(scene: Scene, fps: int) -> ScenePainter:
