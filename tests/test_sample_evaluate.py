@@ -140,6 +140,10 @@ def test_evaluate_scores_models_and_samples_and_writes_plots(project: Path, gall
     assert by_frame[0] == "frame,psnr" and len(by_frame) == 1 + 9
     change = (project / "metrics/plots/frame_change.csv").read_text().splitlines()
     assert change[0] == "frame,samples,real" and len(change) == 1 + 8
+    # the motion the tokenizer's reconstructions of val keep, the scale a sample can reach
+    real_change = np.mean([float(row.split(",")[2]) for row in change[1:]])
+    assert metrics["frame_change_real"] == pytest.approx(real_change, rel=1e-4)
+    assert metrics["frame_change_recon"] >= 0 and metrics["frame_change_ratio_recon"] >= 0
     # realism: best SSIM against real frames, for samples and for held-out real footage
     for key in ("realism", "realism_first", "realism_last", "realism_heldout_real"):
         assert -1 <= metrics[key] <= 1, key

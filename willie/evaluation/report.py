@@ -272,6 +272,10 @@ def run_evaluate(
     metrics["frame_change_ratio"] = metrics["frame_change_samples"] / max(
         metrics["frame_change_real"], 1e-8
     )
+    metrics["frame_change_recon"] = recon["frame_change"]  # the tokenizer's own, on val
+    metrics["frame_change_ratio_recon"] = metrics["frame_change_samples"] / max(
+        recon["frame_change"], 1e-8
+    )
     if weights is not None:
         from willie.evaluation.i3d import fvd, load_i3d
 

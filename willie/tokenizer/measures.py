@@ -33,6 +33,7 @@ def evaluate(
     tokenizer.eval()
     count = min(len(val), max_clips)
     psnrs, ssims, by_frame, indices, strip = [], [], [], [], None
+    changes: dict[str, list[torch.Tensor]] = {"recon": [], "real": []}
     for start in range(0, count, batch_size):
         real = torch.stack([val[i] for i in range(start, min(count, start + batch_size))])
         real = real.to(device)
@@ -43,6 +44,8 @@ def evaluate(
         frames = range(real.shape[2])
         by_frame.append(torch.stack([psnr(recon[:, :, t], real[:, :, t]) for t in frames], 1))
         indices.append(idx.cpu())
+        for name, clips in (("recon", recon), ("real", real)):  # 0..1 scale, as evaluate's
+            changes[name].append((clips.diff(dim=2).abs() / 2).mean((1, 2, 3, 4)).cpu())
         if strip is None:
             pairs = torch.cat([real[:4], recon[:4]], dim=-1)  # real | recon side by side
             frames = rearrange(pairs, "b 1 t h w -> t (b h) w")
@@ -61,5 +64,9 @@ def evaluate(
         "bits_per_pixel": token_bits / (T * H * W),
         "compression_ratio": (T * H * W * 8) / token_bits,
         "val_clips": count,
+        # how much the reconstructions move from frame to frame, and the real clips: the
+        # motion a sample decoded by this tokenizer can have (grain it cannot keep is left out)
+        "frame_change": float(torch.cat(changes["recon"]).mean()),
+        "frame_change_real": float(torch.cat(changes["real"]).mean()),
     }
     return Evaluation(metrics, strip, torch.cat(by_frame).mean(0).cpu().numpy())
