@@ -68,7 +68,20 @@ def test_samples_look_more_like_the_film_than_decoded_noise(tiny_demo: Path) -> 
     )
     trained = load_transformer(tiny_demo / "transformer")
     torch.manual_seed(0)
-    noise = probe.score(TokenTransformer(trained.arch))  # near-uniform codes, decoded
-    samples = probe.score(trained)
+    noise = probe.score(TokenTransformer(trained.arch)).realism  # near-uniform codes, decoded
+    samples = probe.score(trained).realism
     assert samples > 0.2, f"samples scored {samples:.3f}: the pipeline makes noise"
     assert samples > noise + 0.05, f"samples {samples:.3f} vs decoded random codes {noise:.3f}"
+
+
+def test_probe_motion_penalizes_frozen_and_flickering_samples() -> None:
+    """The realism_motion criterion: realism counts in full only while the samples move
+    0.5–2× as much as the tokenizer's reconstructions of real footage."""
+    from willie.transformer.selection import ProbeScore
+
+    assert ProbeScore(0.4, 1.0).realism_in_motion == 0.4
+    assert ProbeScore(0.4, 0.1).realism_in_motion == pytest.approx(0.08)  # nearly frozen
+    assert ProbeScore(0.4, 8.0).realism_in_motion == pytest.approx(0.1)  # flicker
+    assert ProbeScore(0.4, 0.0).realism_in_motion == 0.0
+    # a frozen step loses to one that moves, though it scores higher on realism alone
+    assert ProbeScore(0.30, 0.14).realism_in_motion < ProbeScore(0.28, 0.5).realism_in_motion

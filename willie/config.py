@@ -318,10 +318,11 @@ class TransformerConfig(TrainingSection):
         "`tokenize` made some: the corpus has a soundtrack)",
     )
     eval_windows: int = Field(64, ge=1, description="val windows for bits/token")
-    select: Literal["realism", "val_bits"] = Field(
-        "realism",
-        description="publish the evaluated step whose samples score best on realism, or the "
-        "one with the lowest val bits/token",
+    select: Literal["realism_motion", "realism", "val_bits"] = Field(
+        "realism_motion",
+        description="publish the evaluated step whose probe samples score best on realism "
+        "while moving like the film (realism_motion), on realism alone, or the one with the "
+        "lowest val bits/token",
     )
     select_samples: int = Field(
         4, ge=1, description="realism probe: unconditional samples, and as many continuations"

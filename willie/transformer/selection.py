@@ -8,6 +8,13 @@ and continuations of val prompts — decodes them with the trained tokenizer, an
 generated frame's best SSIM against the real frames of the corpus (willie.evaluation.realism:
 no trained model judges the pictures). Val bits/token are still measured and reported.
 
+With `select: realism_motion` (the default) the probe's realism counts only as far as its
+samples move like the film: it is multiplied by min(1, m / 0.5, 2 / m), m the samples' frame
+change over the same tokenizer's reconstructions of the probe's val clips (the motion a sample
+it decodes can have; raw footage's is mostly grain). A step whose samples hold the prompt still
+scores well on realism alone — the nearest real frame is the prompt — and it was the step
+published (measured: README).
+
 The probe samples at `transformer.select_temperature` (set it to `sample.temperature`): the
 step that draws best at T = 1 is an early one that cannot yet draw a scene from nothing, while
 at the temperature samples are made with a later step draws better (measured: README).
@@ -15,12 +22,14 @@ at the temperature samples are made with a later step draws better (measured: RE
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from willie.data.dataset import ClipDataset
+from willie.evaluation.distribution import frame_change_curve
 from willie.evaluation.realism import FrameStats, RealFrames, match_frames, real_frames
 from willie.tokenizer.model import VideoTokenizer, load_tokenizer
 from willie.transformer.data import TokenManifest
@@ -28,6 +37,23 @@ from willie.transformer.generate import generate, sampler
 from willie.transformer.model import TokenTransformer
 
 PROMPT_FRAMES = 5  # real frames a continuation starts from: 2 latent frames
+MOTION_BAND = (0.5, 2.0)  # samples' frame change over real's: neither frozen nor flickering
+
+
+@dataclass(frozen=True)
+class ProbeScore:
+    realism: float  # mean best SSIM of the generated frames against the corpus
+    motion: float  # their frame change ÷ the tokenizer's reconstructions of real val clips
+
+    @property
+    def motion_factor(self) -> float:
+        """1 inside MOTION_BAND, falling in proportion outside it (0 for a frozen sample)."""
+        low, high = MOTION_BAND
+        return min(1.0, self.motion / low, high / max(self.motion, 1e-12))
+
+    @property
+    def realism_in_motion(self) -> float:
+        return self.realism * self.motion_factor
 
 
 class RealismProbe:
@@ -62,6 +88,8 @@ class RealismProbe:
         clips = torch.stack([val[i] for i in picks]).to(device)  # [S, 1, T, H, W]
         with torch.inference_mode():
             codes = self.tokenizer.encode(clips[:, :, :PROMPT_FRAMES])  # [S, t, h, w]
+            recon = self.tokenizer(clips)[0].clamp(-1, 1)  # [S, 1, T, H, W]
+        self.real_motion = float(frame_change_curve(recon).mean())
         self.layout = layout
         sound = None
         if layout.audio:  # the prompts' sound, as `tokenize` wrote it (its rows: the val clips)
@@ -79,12 +107,12 @@ class RealismProbe:
         ).to(device)  # [S, n]
 
     @torch.inference_mode()
-    def score(self, model: TokenTransformer, seed: int = 0) -> float:
-        """Mean realism of the generated frames of every probe sample."""
+    def score(self, model: TokenTransformer, seed: int = 0) -> ProbeScore:
+        """Mean realism of the generated frames of every probe sample, and their motion."""
         model.eval()
         bos = torch.full((self.samples, 1), model.arch.bos, device=self.device)
         total = self.latent_frames * self.layout.period
-        scores = []
+        scores, motion = [], []
         for prompt, skip in ((bos, 0), (torch.cat([bos, self.prompt_tokens], 1), PROMPT_FRAMES)):
             pick = sampler(
                 temperature=self.temperature, generator=torch.Generator().manual_seed(seed)
@@ -95,4 +123,8 @@ class RealismProbe:
             video = self.tokenizer.decode(codes).clamp(-1, 1)[:, 0, skip:]  # [S, T, H, W]
             frames = FrameStats.of(video[:, ::2].flatten(0, 1).float().cpu())
             scores.append(match_frames(frames, self.reference).best)
-        return float(torch.cat(scores).mean())
+            motion.append(float(frame_change_curve(video.float()).mean()))
+        return ProbeScore(
+            realism=float(torch.cat(scores).mean()),
+            motion=float(np.mean(motion)) / max(self.real_motion, 1e-12),
+        )

@@ -139,8 +139,8 @@ def train_transformer(
 ) -> dict[str, Any]:
     """Train, then publish the EMA model (+ config and card) into `out_dir`.
 
-    With `select: realism` the tokenizer (`tokenizer_dir`) and the clips (`clips_dir`) score
-    samples at each evaluation (willie.transformer.selection)."""
+    With `select: realism_motion` or `realism` the tokenizer (`tokenizer_dir`) and the clips
+    (`clips_dir`) score samples at each evaluation (willie.transformer.selection)."""
     tokens_dir, out_dir, plots_dir = Path(tokens_dir), Path(out_dir), Path(plots_dir)
     manifest = TokenManifest.read(tokens_dir)
     train_streams = TokenStreams(tokens_dir, "train", sound=cfg.sound)
@@ -173,7 +173,7 @@ def train_transformer(
     ema = engine.ema("transformer_ema", net)
     best = BestWeights()
     probe = None
-    if cfg.select == "realism":
+    if cfg.select in ("realism", "realism_motion"):
         probe = RealismProbe(
             Path(tokenizer_dir),
             Path(clips_dir),
@@ -238,8 +238,14 @@ def train_transformer(
                 "val_sound_tokens": at_1x["sound"][1],
             }
         if probe is not None:
-            evaluations[step]["val_realism"] = probe.score(ema.module)
-            best.offer(-evaluations[step]["val_realism"], step, ema.module)
+            score = probe.score(ema.module)
+            evaluations[step] |= {
+                "val_realism": score.realism,
+                "val_motion": score.motion,
+                "val_realism_in_motion": score.realism_in_motion,
+            }
+            criterion = score.realism_in_motion if cfg.select == "realism_motion" else score.realism
+            best.offer(-criterion, step, ema.module)
         else:
             best.offer(at_1x["all"][0], step, ema.module)
         return evaluations[step]
