@@ -37,8 +37,7 @@ from willie.atomic import read_json
 from willie.audio.losses import log_mel, resolutions
 from willie.audio.measures import evaluate as evaluate_codec
 from willie.audio.model import load_audio_tokenizer
-from willie.data.dataset import AudioClips, pcm_to_unit
-from willie.data.shards import ClipShards
+from willie.data.dataset import AudioClips, pcm_to_unit, split_shards
 from willie.data.video import decode_audio
 from willie.evaluation.distribution import frechet_distance
 
@@ -143,7 +142,7 @@ def real_scenes(
     """(frames [T, H, W] uint8, sound [T · spf] in [-1, 1]) of each real scene with sound in
     `split`, its clips laid end to end (the first `stride` frames of each: consecutive clips
     start `stride` frames apart)."""
-    shards = ClipShards(clips_dir / split)
+    shards = split_shards(clips_dir, split)
     per_frame = shards.audio_per_frame
     for scene in np.unique(shards.scene):
         rows = [i for i in np.flatnonzero(shards.scene == scene) if shards.has_audio[i]]

@@ -9,6 +9,7 @@ import torch
 from einops import rearrange
 
 from willie.data.dataset import ClipDataset, to_uint8
+from willie.evaluation.distribution import frame_change_curve
 from willie.quality import psnr, ssim
 from willie.tokenizer.fsq import codebook_usage
 from willie.tokenizer.model import VideoTokenizer
@@ -33,7 +34,7 @@ def evaluate(
     tokenizer.eval()
     count = min(len(val), max_clips)
     psnrs, ssims, by_frame, indices, strip = [], [], [], [], None
-    changes: dict[str, list[torch.Tensor]] = {"recon": [], "real": []}
+    changes: dict[str, float] = {"recon": 0.0, "real": 0.0}  # summed over clips
     for start in range(0, count, batch_size):
         real = torch.stack([val[i] for i in range(start, min(count, start + batch_size))])
         real = real.to(device)
@@ -44,8 +45,8 @@ def evaluate(
         frames = range(real.shape[2])
         by_frame.append(torch.stack([psnr(recon[:, :, t], real[:, :, t]) for t in frames], 1))
         indices.append(idx.cpu())
-        for name, clips in (("recon", recon), ("real", real)):  # 0..1 scale, as evaluate's
-            changes[name].append((clips.diff(dim=2).abs() / 2).mean((1, 2, 3, 4)).cpu())
+        for name, clips in (("recon", recon), ("real", real)):  # as evaluate measures samples
+            changes[name] += float(frame_change_curve(clips.float()).mean()) * len(clips)
         if strip is None:
             pairs = torch.cat([real[:4], recon[:4]], dim=-1)  # real | recon side by side
             frames = rearrange(pairs, "b 1 t h w -> t (b h) w")
@@ -66,7 +67,7 @@ def evaluate(
         "val_clips": count,
         # how much the reconstructions move from frame to frame, and the real clips: the
         # motion a sample decoded by this tokenizer can have (grain it cannot keep is left out)
-        "frame_change": float(torch.cat(changes["recon"]).mean()),
-        "frame_change_real": float(torch.cat(changes["real"]).mean()),
+        "frame_change": changes["recon"] / count,
+        "frame_change_real": changes["real"] / count,
     }
     return Evaluation(metrics, strip, torch.cat(by_frame).mean(0).cpu().numpy())
