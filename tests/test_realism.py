@@ -7,11 +7,13 @@ import torch.nn.functional as F
 
 from willie.evaluation.realism import (
     FrameStats,
+    RealFrames,
     copied_windows,
     match_frames,
     pair_ssim,
     per_second,
 )
+from willie.evaluation.report import GeneratedVideo, realism_metrics
 from willie.quality import ssim
 
 
@@ -83,3 +85,22 @@ def test_concatenated_stats_are_the_stats_of_the_concatenated_frames():
     whole = FrameStats.of(torch.cat([a, b]))
     for name in ("frames", "mu", "var", "thumbs"):
         torch.testing.assert_close(getattr(joined, name), getattr(whole, name))
+
+
+def test_the_reconstructions_realism_is_the_ceiling_a_sample_can_reach():
+    """realism_recon scores the tokenizer's reconstructions of val against the corpus: an
+    exact reconstruction matches its own frame (1.0); a blurred one, less; so do samples."""
+    train, val = smooth_frames(24, 5), smooth_frames(12, 6)
+    corpus = {
+        "train": RealFrames(train, torch.zeros(24, dtype=torch.long), torch.arange(24)),
+        "val": RealFrames(val, torch.ones(12, dtype=torch.long), torch.arange(100, 112)),
+    }
+    sample = [GeneratedVideo(smooth_frames(8, 7), None)]
+    blurred = F.avg_pool2d(val[:, None], 5, stride=1, padding=2)[:, 0]
+    exact, _ = realism_metrics(sample, corpus, fps=4, every=1, copies=None, recon=val)
+    soft, _ = realism_metrics(sample, corpus, fps=4, every=1, copies=None, recon=blurred)
+    assert exact["realism_recon"] > 0.999
+    assert soft["realism_recon"] < exact["realism_recon"] - 0.01
+    assert exact["realism"] == soft["realism"] < exact["realism_recon"]
+    none, _ = realism_metrics(sample, corpus, fps=4, every=1, copies=None)
+    assert "realism_recon" not in none

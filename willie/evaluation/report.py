@@ -44,6 +44,7 @@ from willie.plots import write_plot
 from willie.superres.measures import evaluate as evaluate_superres
 from willie.superres.model import load_superres
 from willie.tokenizer.measures import evaluate as evaluate_tokenizer
+from willie.tokenizer.measures import reconstruct
 from willie.tokenizer.model import VideoTokenizer, load_tokenizer
 from willie.training.engine import resolve_device
 from willie.transformer.baseline import copy_previous_baseline
@@ -122,10 +123,13 @@ def realism_metrics(
     fps: float,
     every: int,
     copies: tuple[FrameStats, torch.Tensor, int] | None,
+    recon: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Realism of the samples and of real footage (the scale), drift, and the copy share.
 
     copies: (the training streams decoded, their sequence ids, the window) or None.
+    recon: [N, H, W] the tokenizer's reconstructions of val frames, or None: their realism is
+    the ceiling of any sample this tokenizer decodes (a sample as good as a reconstruction).
     Returns the metrics and the realism-per-second curve, averaged over samples.
     """
     train, val = FrameStats.of(corpus["train"].frames), FrameStats.of(corpus["val"].frames)
@@ -133,6 +137,7 @@ def realism_metrics(
     with torch.inference_mode():
         scores = [match_frames(FrameStats.of(v.frames[::every]), reference).best for v in videos]
         held_out = match_frames(val, train).best
+        ceiling = None if recon is None else match_frames(FrameStats.of(recon), reference).best
         distant = match_frames(
             train, train, exclude=corpus["train"].far_from(corpus["train"], round(2 * fps))
         ).best
@@ -148,6 +153,8 @@ def realism_metrics(
         "realism_drift": (last - first) / max(first, 1e-8),
         "realism_heldout_real": float(held_out.mean()),
     }
+    if ceiling is not None:
+        metrics["realism_recon"] = float(ceiling.mean())
     distant = distant[distant.isfinite()]  # frames with another ≥ 2 s away
     if len(distant):
         metrics["realism_real_2s_apart"] = float(distant.mean())
@@ -217,6 +224,7 @@ def run_evaluate(
         "codebook_usage": recon["codebook_usage"],
     }
     val_clips = stack_clips(val_small, cfg.max_clips)
+    recon_frames = reconstruct(tokenizer, val_clips, cfg.batch_size, device)  # [N, 1, T, H, W]
 
     sound = transformer.arch.audio_symbols > 0  # the streams as the transformer learnt them
     streams = TokenStreams(tokens_dir, "val", sound=sound)
@@ -251,6 +259,7 @@ def run_evaluate(
     realism, realism_curve = realism_metrics(
         videos, corpus, fps=fps, every=cfg.realism_every,
         copies=(sequences, sequence_id, clip_frames),
+        recon=recon_frames.flatten(0, 2)[:: cfg.realism_every],
     )  # fmt: skip
     metrics |= realism
     metrics |= copy_previous_baseline(train_streams, streams)
@@ -300,13 +309,14 @@ def run_evaluate(
         [[t, round(float(v), 3)] for t, v in enumerate(by_frame)],
         "PSNR (dB)",
     )
+    scale = ("realism_heldout_real", "realism_recon")  # flat lines beside the samples' curve
     write_plot(
         plots_dir,
         "realism_by_second",
         "Realism by second of generated video (best SSIM against the real frames)",
-        ["second", "samples", "heldout_real"],
+        ["second", "samples", "heldout_real", "recon"],
         [
-            [t, round(float(v), 4), round(metrics["realism_heldout_real"], 4)]
+            [t, *(round(float(x), 4) for x in (v, *(metrics[k] for k in scale)))]
             for t, v in enumerate(realism_curve)
         ],
         "realism (SSIM)",

@@ -21,6 +21,19 @@ class Evaluation(NamedTuple):
     psnr_by_frame: np.ndarray  # [T] PSNR of each frame index, averaged over the clips
 
 
+@torch.inference_mode()
+def reconstruct(
+    tokenizer: VideoTokenizer, clips: torch.Tensor, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """clips [N, 1, T, H, W] in [-1, 1] -> their reconstructions, same shape, on the CPU."""
+    tokenizer.eval()
+    parts = [
+        tokenizer(batch.to(device))[0].clamp(-1, 1).float().cpu()
+        for batch in clips.split(batch_size)
+    ]
+    return torch.cat(parts)
+
+
 @torch.no_grad()
 def evaluate(
     tokenizer: VideoTokenizer,
