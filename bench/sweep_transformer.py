@@ -22,6 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -54,7 +55,7 @@ def score_samples(
     run: Path, model_dir: Path, corpus: RealFrames, args: argparse.Namespace, sample_kw: dict
 ) -> dict[str, float]:
     models = load_generator(run / "stages/tokenizer", model_dir, None, torch.device("cpu"))
-    per_frame = models.latent_hw[0] * models.latent_hw[1]
+    layout = models.layout  # with sound, each latent frame's audio tokens follow its pictures'
     latent = models.latent_frames(args.frames)
     bos = models.transformer.arch.bos
     prompts = [torch.full((args.samples, 1), bos)]
@@ -64,24 +65,32 @@ def score_samples(
         val = ClipDataset(run / "data/clips", "val", size=models.size)
         picks = torch.linspace(0, len(val) - 1, args.samples).round().long().tolist()
         clips = torch.stack([val[i] for i in picks])
-        prompts.append(torch.cat([prompts[0], models.encode_prompt(clips, args.prompt_frames)], 1))
+        codes = models.tokenizer.encode(clips[:, :, : args.prompt_frames]).flatten(2)  # [S, t, hw]
+        sound = None
+        if layout.audio:  # the prompts' sound as `tokenize` wrote it (its rows: the val clips)
+            sound = np.load(run / "data/tokens/val/audio_tokens.npy", mmap_mode="r")[picks]
+        rows = [
+            layout.interleave(
+                codes[i].numpy(), None if sound is None else sound[i][: codes.shape[1]]
+            )
+            for i in range(len(picks))
+        ]
+        prompts.append(torch.cat([prompts[0], torch.from_numpy(np.stack(rows))], 1))
     reference = FrameStats.of(corpus.frames)
     result: dict[str, float] = {}
     for kind, prompt in zip(("uncond", "cont"), prompts, strict=False):
         pick = sampler(generator=torch.Generator().manual_seed(0), **sample_kw)
         started = time.perf_counter()
-        new = latent * per_frame - prompt.shape[1] + 1
+        new = latent * layout.period - prompt.shape[1] + 1
         tokens = generate(models.transformer, prompt, new, pick)
         result[f"{kind}_tokens_per_s"] = tokens[:, prompt.shape[1] :].numel() / (
             time.perf_counter() - started
         )
         skip = args.prompt_frames if kind == "cont" else 0
-        videos = [
-            models.tokenizer.decode(tokens[row, 1:].view(1, latent, *models.latent_hw)).clamp(
-                -1, 1
-            )[0, 0, skip:]
-            for row in range(len(tokens))
-        ]
+        video, _ = layout.split(tokens[:, 1:])  # [S, t, h·w]: the pictures are judged
+        codes = video.reshape(len(tokens), latent, *models.latent_hw)
+        with torch.inference_mode():
+            videos = list(models.tokenizer.decode(codes).clamp(-1, 1)[:, 0, skip:])
         with torch.inference_mode():
             scores = [match_frames(FrameStats.of(v[:: args.every]), reference).best for v in videos]
         curve = torch.stack([per_second(s, 24 / args.every) for s in scores]).mean(0)
