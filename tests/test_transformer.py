@@ -125,13 +125,21 @@ def tiny_arch(**overrides) -> TransformerArch:
     return TransformerArch(**{**values, **overrides})
 
 
-@pytest.mark.parametrize("frame_tokens,frame_history", [(0, 1), (4, 1), (2, 3)])
+@pytest.mark.parametrize(
+    "frame_tokens,frame_history,anchor", [(0, 1, False), (4, 1, False), (2, 3, False), (2, 1, True)]
+)
 @pytest.mark.parametrize("head", ["joint", "factorized"])
 def test_kv_cached_generation_equals_recomputation_beyond_the_window(
-    head, frame_tokens, frame_history
+    head, frame_tokens, frame_history, anchor
 ):
     torch.manual_seed(1)
-    arch = tiny_arch(head=head, frame_tokens=frame_tokens, frame_history=frame_history)
+    arch = tiny_arch(
+        head=head,
+        frame_tokens=frame_tokens,
+        frame_history=frame_history,
+        anchor=anchor,
+        video_tokens=2 if anchor else 0,
+    )
     model = TokenTransformer(arch).eval()
     if frame_tokens:  # nonzero transitions, so that a wrong `before` changes the samples
         for table in getattr(model.head, "transitions", None) or []:
@@ -161,6 +169,26 @@ def test_factorized_loss_is_the_sum_of_per_dimension_cross_entropies():
             hd = hd + model.head.conds[d](digits[..., d])
     torch.testing.assert_close(per_dim, torch.stack(expected))
     torch.testing.assert_close(model(ids, targets), torch.stack(expected).sum())
+
+
+def test_the_anchor_reaches_past_the_window_and_the_frames_before():
+    """With an anchor, the first latent frame (tokens 1..2) still shapes the prediction 30
+    tokens later, past the window (6) and the one frame before; without, nothing does."""
+    torch.manual_seed(4)
+    ids = torch.randint(0, 24, (1, 32))
+    ids[0, 0] = 24  # BOS
+    for anchor in (False, True):
+        model = TokenTransformer(
+            tiny_arch(frame_tokens=2, anchor=anchor, video_tokens=2 if anchor else 0)
+        ).eval()
+        changed = ids.clone()
+        changed[0, 1:3] = (ids[0, 1:3] + 5) % 24  # the first latent frame
+        layout = model.arch.layout
+        hs = [
+            model.hidden(x, before=model.frame_before(x, layout.anchors(x, 0, 32)))[0, -1]
+            for x in (ids, changed)
+        ]
+        assert torch.allclose(hs[0], hs[1]) != anchor
 
 
 def test_frame_before_points_one_latent_frame_behind_each_target():
@@ -313,9 +341,25 @@ def test_token_streams_chain_clips_and_drop_the_shared_latent_frame(tmp_path):
 def test_windows_pad_short_streams_with_ignored_targets(tmp_path):
     streams = TokenStreams(write_tokens(tmp_path / "t", {"train": patterned_clips(1, 0)}), "train")
     [item] = TokenWindows(streams, 20)
-    ids, targets = item
+    ids, targets, _ = item
     assert ids[0] == 24 and (targets[12:] == IGNORE).all() and (targets[:12] >= 0).all()
     torch.testing.assert_close(ids[1:12], targets[:11])
+
+
+def test_windows_carry_each_target_s_place_in_the_stream_s_first_latent_frame(tmp_path):
+    rng = np.random.default_rng(3)
+    clips = rng.integers(0, 24, size=(6, 3, 2, 2))  # one chain of 53 tokens, 4 per latent frame
+    streams = TokenStreams(write_tokens(tmp_path / "tokens", {"train": clips}), "train")
+    [stream] = streams.streams
+    windows = TokenWindows(streams, 16, stride=7)
+    for item in range(len(windows)):
+        start = windows.index[item][1]
+        ids, _, anchors = windows[item]
+        for i in range(16):
+            target = start + i + 1  # the stream position input i predicts
+            expected = stream[1 + (target - 1) % 4] if target > 4 else 24  # BOS: none yet
+            assert int(anchors[i]) == int(expected), (start, i)
+        assert start > 0 or int(ids[0]) == 24
 
 
 def test_tokens_beyond_the_manifest_codebook_are_refused(tmp_path):

@@ -306,6 +306,11 @@ class TransformerConfig(TrainingSection):
         ge=0,
         description="feed each prediction the tokens at its place in the n latent frames before",
     )
+    anchor: bool = Field(
+        False,
+        description="feed each prediction the token at its place in the stream's first latent "
+        "frame (the scene's, or the prompt's): a still background to return to",
+    )
     restarts: bool = Field(
         True, description="also train on every clip from the scene-start token (beginnings)"
     )

@@ -153,14 +153,16 @@ class TokenStreams:
 
 
 class TokenWindows(Dataset[torch.Tensor]):
-    """Windows of `length` inputs cut from the streams: item = [2, length] (ids, targets).
+    """Windows of `length` inputs cut from the streams: item = [3, length] (ids, targets, and
+    the anchors: the ids at each target's place in its stream's first latent frame,
+    `StreamLayout.anchors`).
 
     Windows start every `stride` tokens; a stream shorter than the window is padded (targets
     IGNORE), so short scenes still train.
     """
 
     def __init__(self, streams: TokenStreams, length: int, stride: int | None = None) -> None:
-        self.streams, self.length = streams.streams, length
+        self.streams, self.length, self.layout = streams.streams, length, streams.layout
         stride = stride or length
         self.index: list[tuple[int, int]] = []
         for i, stream in enumerate(self.streams):
@@ -180,7 +182,8 @@ class TokenWindows(Dataset[torch.Tensor]):
         targets = torch.full((self.length,), IGNORE, dtype=torch.long)
         ids[: len(piece) - 1] = piece[:-1]
         targets[: len(piece) - 1] = piece[1:]
-        return torch.stack([ids, targets])
+        anchors = self.layout.anchors(torch.from_numpy(self.streams[i]), start, self.length)
+        return torch.stack([ids, targets, anchors])
 
 
 class ScoringWindows(Dataset[torch.Tensor]):
@@ -188,7 +191,7 @@ class ScoringWindows(Dataset[torch.Tensor]):
     history, for evaluation: a window starts every `length // 2` tokens and scores only the
     targets the window before it did not (the others are IGNORE), so each token past a stream's
     first half-window is predicted from ≥ length/2 tokens of its past, as in generation, where
-    the rolling cache holds it. Item = [2, length] (ids, targets)."""
+    the rolling cache holds it. Item = [3, length] (ids, targets, anchors)."""
 
     def __init__(self, streams: TokenStreams, length: int) -> None:
         self.windows = TokenWindows(streams, length, max(1, length // 2))
@@ -204,6 +207,6 @@ class ScoringWindows(Dataset[torch.Tensor]):
         return len(self.windows)
 
     def __getitem__(self, item: int) -> torch.Tensor:
-        ids, targets = self.windows[item]
+        ids, targets, anchors = self.windows[item]
         targets[: self.scored_from[item]] = IGNORE
-        return torch.stack([ids, targets])
+        return torch.stack([ids, targets, anchors])

@@ -70,8 +70,9 @@ def generate(
     tokens = torch.empty(B, P + new_tokens, dtype=torch.long, device=prompt.device)
     tokens[:, :P] = prompt
     caches = model.new_caches()
-    h = model.hidden(prompt, 0, caches)[:, -1]  # prefill: [B, C]
     layout = model.arch.layout
+    before = model.frame_before(prompt, layout.anchors(prompt, 0, P))
+    h = model.hidden(prompt, 0, caches, before)[:, -1]  # prefill: [B, C]
     for i in range(new_tokens):
         before = _frame_before(model, tokens, P + i)  # [B, K]: its place in the frames before
         chosen = model.sample_next(h, pick, before, layout.is_audio(P + i))  # [B]
@@ -89,9 +90,12 @@ def generate(
 
 def _frame_before(model: TokenTransformer, tokens: Tensor, target: int) -> Tensor:
     """[B, K]: `model.frame_before` for the input that predicts position `target` of the
-    sequence, computed over only the K latent frames before it (a fixed cost per token)."""
+    sequence (BOS first), computed over only the K latent frames before it and the anchor (a
+    fixed cost per token); the tokens from `target` on are not read."""
     span = max(1, model.arch.frame_history * model.arch.frame_tokens)
-    return model.frame_before(tokens[:, max(0, target - span) : target])[:, -1]
+    start = max(0, target - span)
+    anchors = model.arch.layout.anchors(tokens[:, :target], start, target - start)
+    return model.frame_before(tokens[:, start:target], anchors)[:, -1]
 
 
 @torch.inference_mode()
@@ -102,7 +106,8 @@ def generate_uncached(
     tokens = prompt
     layout = model.arch.layout
     for _ in range(new_tokens):
-        h = model.hidden(tokens)[:, -1]
+        anchors = layout.anchors(tokens, 0, tokens.shape[1])
+        h = model.hidden(tokens, before=model.frame_before(tokens, anchors))[:, -1]
         before = _frame_before(model, tokens, tokens.shape[1])
         audio = layout.is_audio(tokens.shape[1])
         tokens = torch.cat([tokens, model.sample_next(h, pick, before, audio)[:, None]], dim=1)

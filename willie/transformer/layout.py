@@ -69,6 +69,24 @@ class StreamLayout:
             return video, None
         return video, frames[..., self.video :] - self.audio_offset
 
+    def anchor_source(self, start: int, length: int) -> Tensor:
+        """[length] for the inputs at positions start.. of a stream (BOS at 0): the position of
+        the token at their target's place in the stream's first latent frame (the scene's
+        first frame, or the prompt's), −1 where the target lies in that frame itself."""
+        target = torch.arange(start + 1, start + length + 1)
+        if self.period == 0:  # no layout given (a bare model): no first frame is known
+            return torch.full((length,), -1)
+        source = 1 + (target - 1) % self.period
+        return torch.where(target > self.period, source, -1)
+
+    def anchors(self, stream: Tensor, start: int, length: int) -> Tensor:
+        """stream [..., N] (BOS at 0) → [..., length]: the ids `anchor_source` points to for the
+        inputs at positions start.. (BOS where none)."""
+        source = self.anchor_source(start, length).to(stream.device)
+        known = (source >= 0) & (source < stream.shape[-1])
+        picked = stream[..., source.clamp(0, stream.shape[-1] - 1)]
+        return torch.where(known, picked, self.bos)
+
     def kinds(self, start: int, length: int, device: torch.device | None = None) -> Tensor:
         """[length] bool: which positions start.. are sound tokens."""
         positions = torch.arange(start, start + length, device=device)

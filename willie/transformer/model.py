@@ -62,6 +62,10 @@ class TransformerArch(ArtifactArch):
     # than one frame lets the digits return to where they were (jitter, not a random walk).
     frame_tokens: int = 0
     frame_history: int = 1
+    # Each prediction also sees the token at its place in the stream's first latent frame (the
+    # scene's first frame, or the prompt's), however far back: an anchor that a still
+    # background can return to after the attention window and the frames before have passed.
+    anchor: bool = False
     # The stream's layout (willie.transformer.layout): video and audio tokens per latent frame
     # and the audio symbols (codes + NOSOUND); audio_symbols 0: pictures only.
     video_tokens: int = 0
@@ -84,12 +88,20 @@ class TransformerArch(ArtifactArch):
                 f"frame_tokens must be ≥ 0 and frame_history ≥ 1, got {self.frame_tokens} and "
                 f"{self.frame_history}"
             )
+        if self.anchor and self.video_tokens <= 0:
+            raise WillieError("an anchor needs the stream's layout (video_tokens > 0)")
         if not self.levels or min(self.levels) < 2:
             raise WillieError(f"FSQ levels must be integers ≥ 2, got {self.levels}")
 
     @property
     def codebook_size(self) -> int:
         return math.prod(self.levels)
+
+    @property
+    def history(self) -> int:
+        """Columns of `TokenTransformer.frame_before`: the latent frames before (where
+        frame_tokens > 0), then the anchor."""
+        return (self.frame_history if self.frame_tokens else 0) + int(self.anchor)
 
     @property
     def bos(self) -> int:
@@ -311,7 +323,7 @@ class TokenTransformer(nn.Module):
         super().__init__()
         self.arch = arch
         self.embed = TokenEmbedding(arch.levels, arch.width, arch.audio_symbols)
-        history = arch.frame_history if arch.frame_tokens else 0
+        history = arch.history
         self.embed_before = nn.ModuleList(
             TokenEmbedding(arch.levels, arch.width, arch.audio_symbols) for _ in range(history)
         )
@@ -346,15 +358,18 @@ class TokenTransformer(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def frame_before(self, ids: Tensor) -> Tensor:
+    def frame_before(self, ids: Tensor, anchors: Tensor | None = None) -> Tensor:
         """ids [B, L] (a sequence from BOS, or a training window) -> [B, L, K]: for each input,
         the tokens k = 1..K latent frames before its target, the one the input predicts (BOS
-        where that lies before the first id)."""
+        where that lies before the first id); with `arch.anchor` a last column, `anchors` [B, L]
+        (`StreamLayout.anchors`: they lie outside a window; BOS where None)."""
         L, n = ids.shape[1], self.arch.frame_tokens
-        before = torch.full((*ids.shape, self.arch.frame_history), self.arch.bos).to(ids)
-        for k in range(1, self.arch.frame_history + 1):
-            if 0 < k * n <= L:
+        before = torch.full((*ids.shape, self.arch.history), self.arch.bos).to(ids)
+        for k in range(1, (self.arch.frame_history if n else 0) + 1):
+            if k * n <= L:
                 before[:, k * n - 1 :, k - 1] = ids[:, : L - k * n + 1]
+        if self.arch.anchor and anchors is not None:
+            before[..., -1] = anchors
         return before
 
     def hidden(
@@ -386,11 +401,13 @@ class TokenTransformer(nn.Module):
             x = block(x, pos, caches[i] if caches is not None else None)
         return self.norm(x)
 
-    def losses(self, ids: Tensor, targets: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
-        """ids, targets [B, L] (targets = ids shifted left, IGNORE where none) -> per kind of
-        target ("video", and with sound "audio" and its subset "sound": the audio targets
-        that are not NOSOUND): (summed nats, count)."""
-        before = self.frame_before(ids)
+    def losses(
+        self, ids: Tensor, targets: Tensor, anchors: Tensor | None = None
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """ids, targets [B, L] (targets = ids shifted left, IGNORE where none), anchors [B, L]
+        (`frame_before`) -> per kind of target ("video", and with sound "audio" and its subset
+        "sound": the audio targets that are not NOSOUND): (summed nats, count)."""
+        before = self.frame_before(ids, anchors)
         h = self.hidden(ids, before=before)
         audio = targets > self.arch.bos
         video_targets = targets.masked_fill(audio, IGNORE)
@@ -405,9 +422,9 @@ class TokenTransformer(nn.Module):
             parts["sound"] = (nats[sounding].sum(), sounding.sum())  # a subset of "audio"
         return parts
 
-    def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, targets: Tensor, anchors: Tensor | None = None) -> Tensor:
         """ids, targets [B, L] -> mean nats per predicted token, video and audio alike."""
-        parts = self.losses(ids, targets)
+        parts = self.losses(ids, targets, anchors)
         kinds = [parts[k] for k in ("video", "audio") if k in parts]
         return sum(n for n, _ in kinds) / sum(c for _, c in kinds).clamp(min=1)
 

@@ -44,6 +44,7 @@ def architecture(cfg: TransformerConfig, manifest: TokenManifest) -> Transformer
         dropout=cfg.dropout,
         frame_tokens=layout.period if cfg.previous_frames else 0,
         frame_history=max(1, cfg.previous_frames),
+        anchor=cfg.anchor,
         video_tokens=layout.video,
         audio_tokens=layout.audio,
         audio_symbols=layout.audio_symbols,
@@ -198,11 +199,11 @@ def train_transformer(
         net.train()
         total = 0.0
         for _ in engine.micro_steps(net):
-            ids, targets = next(batches).unbind(1)
+            ids, targets, anchors = next(batches).unbind(1)
             if cfg.input_noise:
                 ids = corrupt(ids, cfg.input_noise, arch.codebook_size)  # pictures' codes
             with engine.autocast():
-                loss = net(ids, targets)
+                loss = net(ids, targets, anchors)
             engine.backward(loss)
             total += loss.item() / cfg.grad_accum
         grad_norm = engine.optimizer_step("transformer")
