@@ -9,6 +9,7 @@ from willie.evaluation.realism import (
     FrameStats,
     RealFrames,
     copied_windows,
+    flat_floor,
     match_frames,
     pair_ssim,
     per_second,
@@ -104,3 +105,31 @@ def test_the_reconstructions_realism_is_the_ceiling_a_sample_can_reach():
     assert exact["realism"] == soft["realism"] < exact["realism_recon"]
     none, _ = realism_metrics(sample, corpus, fps=4, every=1, copies=None)
     assert "realism_recon" not in none
+
+
+def test_a_blank_frame_of_the_right_gray_sets_the_floor():
+    """Against a film of flat frames, a flat frame of their gray matches perfectly; against
+    drawings, the best blank frame scores less, and a drawing itself more."""
+    grays = torch.tensor([-0.5, 0.5])[:, None, None].expand(2, 32, 32)
+    assert flat_floor(FrameStats.of(grays)) > 0.99
+    drawings = FrameStats.of(smooth_frames(20, 8))
+    floor = flat_floor(drawings)
+    assert 0 < floor < 0.9
+    itself = match_frames(drawings, drawings, candidates=4).best.mean()
+    assert float(itself) > floor + 0.05
+
+
+def test_continuations_and_unconditional_samples_are_scored_apart():
+    train, val = smooth_frames(24, 5), smooth_frames(12, 6)
+    corpus = {
+        "train": RealFrames(train, torch.zeros(24, dtype=torch.long), torch.arange(24)),
+        "val": RealFrames(val, torch.ones(12, dtype=torch.long), torch.arange(100, 112)),
+    }
+    copy = GeneratedVideo(val[:8], None, prompted=True)  # a continuation that stays real
+    noise = GeneratedVideo(torch.rand(8, 32, 32) * 2 - 1, None)  # an unconditional one
+    metrics, _ = realism_metrics([copy, noise], corpus, fps=4, every=1, copies=None)
+    assert metrics["realism_cont"] > 0.999 > 0.5 > metrics["realism_uncond"]
+    mean = (metrics["realism_cont"] + metrics["realism_uncond"]) / 2
+    assert abs(metrics["realism"] - mean) < 1e-6
+    only, _ = realism_metrics([noise], corpus, fps=4, every=1, copies=None)
+    assert "realism_cont" not in only and "realism_uncond" in only

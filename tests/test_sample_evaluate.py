@@ -146,13 +146,13 @@ def test_evaluate_scores_models_and_samples_and_writes_plots(project: Path, gall
     assert metrics["frame_change_recon"] >= 0 and metrics["frame_change_ratio_recon"] >= 0
     # realism: best SSIM against real frames, for samples and for held-out real footage
     scores = ("realism_first", "realism_last", "realism_heldout_real", "realism_recon")
-    for key in ("realism", *scores):
+    for key in ("realism", "realism_flat", "realism_cont", "realism_uncond", *scores):
         assert -1 <= metrics[key] <= 1, key
     assert "realism_real_2s_apart" not in metrics  # 9-frame clips: no frames 2 s apart
     assert metrics["copy_windows"] == 6 and 0 <= metrics["copy_share"] <= 1
     assert metrics["baseline_val_bits_per_token"] > 0
     realism = (project / "metrics/plots/realism_by_second.csv").read_text().splitlines()
-    assert realism[0] == "second,samples,heldout_real,recon" and len(realism) == 1 + 1
+    assert realism[0] == "second,samples,heldout_real,recon,flat" and len(realism) == 1 + 1
     for name in ("recon_psnr_by_frame", "frame_change", "realism_by_second"):  # offline views
         with Image.open(project / f"metrics/plots/{name}.png") as png:
             assert png.format == "PNG" and png.size == (800, 450)

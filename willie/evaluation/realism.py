@@ -3,7 +3,10 @@
 realism  each generated frame's best SSIM (`willie.quality.ssim`'s definition, gray) against
          any real frame of the corpus. No trained model is involved, so none can flatter it:
          a frame of the film scores ≈ 0.8 against its other moments, another shot of the film
-         ≈ 0.3, gray mush ≈ 0.2. Read per second of generated video, it shows drift.
+         ≈ 0.3, gray mush ≈ 0.2. Read per second of generated video, it shows drift. Its
+         floor is `flat_floor`: a blank frame of the best gray scores 0.3–0.37 on the film
+         (SSIM rewards flat against flat: sky, hull, water), so a sample must beat that to
+         show anything.
 copies   the share of generated windows that replay a training sequence frame by frame (SSIM ≥
          `threshold` at every frame, consecutive frames on both sides): memorization as a number.
 
@@ -127,6 +130,22 @@ def match_frames(
         indices.append(top)
         scores.append(exact.gather(1, order))
     return Matches(torch.cat(indices), torch.cat(scores))
+
+
+@torch.no_grad()
+def flat_floor(reference: FrameStats, levels: int = 33, chunk: int = 256) -> float:
+    """The realism of the best blank frame: max over `levels` gray levels in [-1, 1] of a flat
+    frame's best SSIM against every reference frame (exhaustive: a flat frame's thumbnail is
+    zero, so the prefilter cannot rank). Samples at or below it show nothing of the film."""
+    H, W = reference.frames.shape[-2:]
+    flats = FrameStats.of(torch.linspace(-1, 1, levels)[:, None, None].expand(levels, H, W))
+    best = -torch.inf
+    for g in range(levels):
+        for start in range(0, len(reference), chunk):
+            rows = torch.arange(start, min(start + chunk, len(reference)))
+            score = pair_ssim(flats, torch.full_like(rows, g), reference, rows).max()
+            best = max(best, float(score))
+    return best
 
 
 def per_second(scores: Tensor, fps: float) -> Tensor:

@@ -35,6 +35,7 @@ from willie.evaluation.realism import (
     FrameStats,
     RealFrames,
     copied_windows,
+    flat_floor,
     match_frames,
     per_second,
     real_frames,
@@ -94,6 +95,7 @@ class GeneratedVideo:
 
     frames: torch.Tensor  # [T, H, W] in [-1, 1]
     decoded: torch.Tensor | None  # [T, H, W] in [-1, 1], or None without saved tokens
+    prompted: bool = False  # a continuation of real frames, or unconditional
 
 
 def generated_videos(
@@ -112,7 +114,7 @@ def generated_videos(
                 codes = tokens.view(1, -1, *latent_hw).to(tokenizer.last_layer.device)
                 decoded = tokenizer.decode(codes).clamp(-1, 1)[0, 0, skip:].float().cpu()
         frames = to_unit_range(torch.from_numpy(seen[skip:]))
-        videos.append(GeneratedVideo(frames, decoded))
+        videos.append(GeneratedVideo(frames, decoded, prompted=skip > 0))
     return videos
 
 
@@ -148,6 +150,7 @@ def realism_metrics(
     first, last = float(curve[:span].mean()), float(curve[-span:].mean())
     metrics = {
         "realism": float(torch.cat(scores).mean()),
+        "realism_flat": flat_floor(reference),  # a blank frame of the best gray: the floor
         "realism_first": first,
         "realism_last": last,
         "realism_drift": (last - first) / max(first, 1e-8),
@@ -155,6 +158,10 @@ def realism_metrics(
     }
     if ceiling is not None:
         metrics["realism_recon"] = float(ceiling.mean())
+    for kind, prompted in (("cont", True), ("uncond", False)):  # they differ: say each
+        own = [s for s, v in zip(scores, videos, strict=True) if v.prompted == prompted]
+        if own:
+            metrics[f"realism_{kind}"] = float(torch.cat(own).mean())
     distant = distant[distant.isfinite()]  # frames with another ≥ 2 s away
     if len(distant):
         metrics["realism_real_2s_apart"] = float(distant.mean())
@@ -309,12 +316,12 @@ def run_evaluate(
         [[t, round(float(v), 3)] for t, v in enumerate(by_frame)],
         "PSNR (dB)",
     )
-    scale = ("realism_heldout_real", "realism_recon")  # flat lines beside the samples' curve
+    scale = ("realism_heldout_real", "realism_recon", "realism_flat")  # lines beside the curve
     write_plot(
         plots_dir,
         "realism_by_second",
         "Realism by second of generated video (best SSIM against the real frames)",
-        ["second", "samples", "heldout_real", "recon"],
+        ["second", "samples", "heldout_real", "recon", "flat"],
         [
             [t, *(round(float(x), 4) for x in (v, *(metrics[k] for k in scale)))]
             for t, v in enumerate(realism_curve)
