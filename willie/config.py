@@ -334,7 +334,7 @@ class TransformerConfig(TrainingSection):
     )
     select_frames: int = Field(49, ge=5, description="realism probe: frames per sample, 1 + 4k")
     select_temperature: float = Field(
-        0.6, gt=0, description="realism probe: sampling temperature (as `sample.temperature`)"
+        1.0, gt=0, description="realism probe: sampling temperature (as `sample.temperature`)"
     )
 
     @model_validator(mode="after")
