@@ -22,7 +22,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -33,6 +32,7 @@ from willie.generation.sample import load_generator
 from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import TokenStreams
 from willie.transformer.generate import generate, sampler
+from willie.transformer.selection import val_prompts
 from willie.transformer.train import train_transformer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,17 +65,9 @@ def score_samples(
         val = ClipDataset(run / "data/clips", "val", size=models.size)
         picks = torch.linspace(0, len(val) - 1, args.samples).round().long().tolist()
         clips = torch.stack([val[i] for i in picks])
-        codes = models.tokenizer.encode(clips[:, :, : args.prompt_frames]).flatten(2)  # [S, t, hw]
-        sound = None
-        if layout.audio:  # the prompts' sound as `tokenize` wrote it (its rows: the val clips)
-            sound = np.load(run / "data/tokens/val/audio_tokens.npy", mmap_mode="r")[picks]
-        rows = [
-            layout.interleave(
-                codes[i].numpy(), None if sound is None else sound[i][: codes.shape[1]]
-            )
-            for i in range(len(picks))
-        ]
-        prompts.append(torch.cat([prompts[0], torch.from_numpy(np.stack(rows))], 1))
+        tokens_dir = run / "data/tokens"
+        prompt = val_prompts(models.tokenizer, clips, picks, tokens_dir, layout, args.prompt_frames)
+        prompts.append(torch.cat([prompts[0], prompt], 1))
     reference = FrameStats.of(corpus.frames)
     result: dict[str, float] = {}
     for kind, prompt in zip(("uncond", "cont"), prompts, strict=False):

@@ -34,6 +34,7 @@ from willie.evaluation.realism import FrameStats, RealFrames, match_frames, real
 from willie.tokenizer.model import VideoTokenizer, load_tokenizer
 from willie.transformer.data import TokenManifest
 from willie.transformer.generate import generate, sampler
+from willie.transformer.layout import StreamLayout
 from willie.transformer.model import TokenTransformer
 
 PROMPT_FRAMES = 5  # real frames a continuation starts from: 2 latent frames
@@ -54,6 +55,29 @@ class ProbeScore:
     @property
     def realism_in_motion(self) -> float:
         return self.realism * self.motion_factor
+
+
+@torch.inference_mode()
+def val_prompts(
+    tokenizer: VideoTokenizer,
+    clips: torch.Tensor,
+    picks: list[int],
+    tokens_dir: Path,
+    layout: StreamLayout,
+    frames: int = PROMPT_FRAMES,
+) -> torch.Tensor:
+    """clips [S, 1, T, H, W], the val clips of rows `picks` → the stream tokens of their first
+    `frames` frames [S, n], with their sound as `tokenize` wrote it where the layout has some."""
+    codes = tokenizer.encode(clips[:, :, :frames])  # [S, t, h, w]
+    sound = None
+    if layout.audio:  # `tokenize`'s val rows are the val clips
+        sound = np.load(Path(tokens_dir) / "val" / "audio_tokens.npy", mmap_mode="r")[picks]
+        sound = sound[:, : codes.shape[1]]
+    rows = [
+        layout.interleave(codes[i].flatten(1).cpu().numpy(), None if sound is None else sound[i])
+        for i in range(len(picks))
+    ]
+    return torch.from_numpy(np.stack(rows)).to(clips.device)  # [S, n]
 
 
 class RealismProbe:
@@ -87,24 +111,10 @@ class RealismProbe:
         picks = torch.linspace(0, len(val) - 1, samples).round().long().tolist()
         clips = torch.stack([val[i] for i in picks]).to(device)  # [S, 1, T, H, W]
         with torch.inference_mode():
-            codes = self.tokenizer.encode(clips[:, :, :PROMPT_FRAMES])  # [S, t, h, w]
             recon = self.tokenizer(clips)[0].clamp(-1, 1)  # [S, 1, T, H, W]
         self.real_motion = float(frame_change_curve(recon).mean())
         self.layout = layout
-        sound = None
-        if layout.audio:  # the prompts' sound, as `tokenize` wrote it (its rows: the val clips)
-            sound = np.load(tokens_dir / "val" / "audio_tokens.npy", mmap_mode="r")[picks]
-            sound = sound[:, : codes.shape[1]]
-        self.prompt_tokens = torch.stack(
-            [
-                torch.from_numpy(
-                    layout.interleave(
-                        codes[i].flatten(1).cpu().numpy(), None if sound is None else sound[i]
-                    )
-                )
-                for i in range(len(picks))
-            ]
-        ).to(device)  # [S, n]
+        self.prompt_tokens = val_prompts(self.tokenizer, clips, picks, tokens_dir, layout)
 
     @torch.inference_mode()
     def score(self, model: TokenTransformer, seed: int = 0) -> ProbeScore:
