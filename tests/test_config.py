@@ -114,3 +114,18 @@ def test_rules_between_sections_are_checked_up_front(
 def test_a_size_mismatch_is_fine_when_nothing_is_upscaled(tmp_path: Path) -> None:
     text = "preprocess: {size: 128}\nsuperres: {scale: 4}\nsample: {upscale: false}\n"
     assert load_section("superres", write_params(tmp_path, text)).scale == 4
+
+
+def test_tokenizer_spatial_downsample_reaches_the_architecture() -> None:
+    from willie.tokenizer.model import VideoTokenizer
+    from willie.tokenizer.train import architecture
+
+    cfg = TokenizerConfig(size=32, spatial_downsample=4)
+    assert VideoTokenizer(architecture(cfg)).latent_shape(17, 32, 32) == (5, 8, 8)
+    assert VideoTokenizer(architecture(TokenizerConfig(size=32))).latent_shape(17, 32, 32) == (
+        5,
+        4,
+        4,
+    )
+    with pytest.raises(ValueError, match="spatial_downsample"):
+        TokenizerConfig(spatial_downsample=2)

@@ -207,6 +207,9 @@ class TokenizerConfig(TrainingSection):
     patch_size: int = Field(
         2, ge=1, description="space-to-depth of the input (1, 2, 4): 2 runs ~4× faster than 1"
     )
+    spatial_downsample: Literal[4, 8] = Field(
+        8, description="pixels per token side: 8 (size/8 tokens a side) or 4 (4× the tokens)"
+    )
     num_res_blocks: int = Field(1, ge=0, description="residual blocks per level, each side")
     num_mid_blocks: int = Field(
         0, ge=0, description="extra residual blocks at the latent resolution, each side of FSQ"

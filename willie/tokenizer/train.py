@@ -46,6 +46,7 @@ def architecture(cfg: TokenizerConfig) -> TokenizerArch:
         num_res_blocks=cfg.num_res_blocks,
         num_mid_blocks=cfg.num_mid_blocks,
         patch_size=cfg.patch_size,
+        spatial_downsample=cfg.spatial_downsample,
         norm=cfg.norm,
         space_down=cfg.space_down,
         time_down=cfg.time_down,
