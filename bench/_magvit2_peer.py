@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import math
 import sys
 import time
 import warnings
@@ -34,21 +35,15 @@ import torch
 warnings.filterwarnings("ignore", category=FutureWarning)  # torch.cuda.amp.autocast in 0.5.1
 from magvit2_pytorch import VideoTokenizer  # noqa: E402
 
-# 3 space stages (8×) then 2 time stages (4×), a residual unit around each: no attention,
-# no gateloop. Widths double at every compression, capped at max_dim.
-LAYERS = (
-    "residual",
-    "compress_space",
-    "residual",
-    "compress_space",
-    "residual",
-    "compress_space",
-    "residual",
-    "compress_time",
-    "residual",
-    "compress_time",
-    "residual",
-)
+
+def layers(spatial_downsample: int) -> tuple[str, ...]:
+    """log2(spatial_downsample) space stages (8: 3), then 2 time stages (4×), a residual unit
+    around each: no attention, no gateloop. Widths double at every compression, capped at
+    max_dim."""
+    stages = ["compress_space"] * int(math.log2(spatial_downsample)) + ["compress_time"] * 2
+    return ("residual", *(name for stage in stages for name in (stage, "residual")))
+
+
 GRAD_PENALTY_WEIGHT = 10.0  # the peer's default
 
 
@@ -100,7 +95,7 @@ class PeerBench:
             channels=1,
             init_dim=self.args.init_dim,
             max_dim=self.args.max_dim,
-            layers=LAYERS,
+            layers=layers(self.args.spatial_downsample),
             use_fsq=True,
             fsq_levels=self.args.levels,
             perceptual_loss_weight=0.0,  # else it builds torchvision's VGG16 and downloads it
@@ -193,6 +188,7 @@ def main() -> None:
     parser.add_argument("--max-dim", type=int, required=True)
     parser.add_argument("--discr-dim", type=int, required=True)
     parser.add_argument("--levels", type=int, nargs="+", required=True)
+    parser.add_argument("--spatial-downsample", type=int, default=8)
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)

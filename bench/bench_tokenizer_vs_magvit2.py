@@ -67,7 +67,7 @@ from willie.tokenizer.losses import (
     r1_penalty,
     reconstruction_loss,
 )
-from willie.tokenizer.model import VideoTokenizer
+from willie.tokenizer.model import TokenizerArch, VideoTokenizer
 from willie.tokenizer.train import architecture
 
 PEER_VENV = REPO / "bench" / ".venv-magvit2"
@@ -235,9 +235,10 @@ class Peer:
         python: Path,
         args: argparse.Namespace,
         data: Path,
-        levels: tuple[int, ...],
+        arch: TokenizerArch,
         shift: int,
     ) -> None:
+        # The peer compresses as much as ours (same latent grid): the same task.
         command = [
             str(python),
             str(PEER_SCRIPT),
@@ -246,7 +247,8 @@ class Peer:
             f"--max-dim={args.peer_max_dim}",
             f"--discr-dim={args.peer_discr_dim}",
             "--levels",
-            *map(str, levels),
+            *map(str, arch.levels),
+            f"--spatial-downsample={arch.spatial_downsample}",
             f"--lr={args.peer_lr}",
             f"--threads={args.threads}",
             f"--seed={args.seed}",
@@ -502,7 +504,7 @@ def main() -> None:
         x = shots["wheel"][: args.batch]
         np.save(data / "timing.npy", x.numpy())
         ours = OursBench(args, x)
-        peer = Peer(python, args, data, ours.arch.levels, ours.shift)
+        peer = Peer(python, args, data, ours.arch, ours.shift)
         try:
             if args.repeats:
                 results |= step_times(args, ours, peer)
