@@ -188,6 +188,21 @@ def test_dihedral_crops_stay_aligned_pairs() -> None:
     assert not torch.equal(plain, low)  # some crops were turned or mirrored
 
 
+def test_zoomed_crops_show_a_wider_region_and_stay_aligned_pairs() -> None:
+    arch = SuperResArch(scale=2, frames=3)
+    # A left-to-right ramp: a crop's first-to-last column step says how wide a region it shows.
+    clips = torch.linspace(-1, 1, 16).expand(6, 1, 5, 16, 16).clone()
+    span = lambda high: (high[..., -1] - high[..., 0]).mean(-1).flatten()  # noqa: E731
+    _, plain = training_pairs(clips, arch, (8, 8), step_generator(0, 1, 0, 0))
+    torch.testing.assert_close(span(plain), torch.full((6,), 14 / 15))  # 8 of 16 columns
+    low, high = training_pairs(clips, arch, (8, 8), step_generator(0, 1, 0, 0), zoom=2.0)
+    assert low.shape == (6, 1, 3, 4, 4) and high.shape == (6, 1, 1, 8, 8)
+    torch.testing.assert_close(area_resize(high, (4, 4)), low[:, :, 1:2])
+    assert (span(high) >= 14 / 15 - 1e-6).all() and (span(high) > 1.1).any()  # up to 16 wide
+    again, _ = training_pairs(clips, arch, (8, 8), step_generator(0, 1, 0, 0), zoom=2.0)
+    torch.testing.assert_close(again, low)
+
+
 # ---- the stage ------------------------------------------------------------------------------
 
 

@@ -420,6 +420,13 @@ class SuperresConfig(TrainingSection):
     dihedral: bool = Field(
         False, description="turn (90°) and mirror training crops at random: 8 views of each"
     )
+    zoom: float = Field(
+        1.0,
+        ge=1,
+        le=4,
+        description="train on crops from regions up to this many times wider, area-downsampled "
+        "(1: off): wider shots than the clips' own",
+    )
     eval_clips: int = Field(32, ge=1, description="val clips for PSNR/SSIM")
 
     @field_validator("frames")

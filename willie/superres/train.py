@@ -57,23 +57,32 @@ def training_pairs(
     crop: tuple[int, int],
     generator: torch.Generator,
     dihedral: bool = False,
+    zoom: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random (low-res neighbourhood, high-res centre frame) crops, one per clip; with
-    `dihedral`, each square crop turned by a random multiple of 90° and/or mirrored.
+    `dihedral`, each square crop turned by a random multiple of 90° and/or mirrored; with
+    `zoom` > 1, each crop taken from a region up to `zoom`× wider, area-downsampled to the crop
+    (a wider shot: thinner lines, smaller shapes than the clips show at their own scale).
 
     clips [B, 1, T, H, W] → inputs [B, 1, frames, ch/s, cw/s], targets [B, 1, 1, ch, cw].
     """
     B, _, T, H, W = clips.shape
     s, (ch, cw) = arch.scale, crop
     centres = torch.randint(0, T, (B,), generator=generator)
-    tops = torch.randint(0, (H - ch) // s + 1, (B,), generator=generator) * s
-    lefts = torch.randint(0, (W - cw) // s + 1, (B,), generator=generator) * s
+    if zoom > 1:  # region sides: the crop's × a factor in [1, zoom], capped at the frame
+        factors = 1 + (zoom - 1) * torch.rand(B, generator=generator)
+        sides = [(min(H, round(ch * f)), min(W, round(cw * f))) for f in factors.tolist()]
+        tops = [int(torch.randint(0, H - h + 1, (1,), generator=generator)) for h, _ in sides]
+        lefts = [int(torch.randint(0, W - w + 1, (1,), generator=generator)) for _, w in sides]
+    else:  # aligned to the scale: down-sampling the crop is cropping the down-sampled frame
+        sides = [(ch, cw)] * B
+        tops = (torch.randint(0, (H - ch) // s + 1, (B,), generator=generator) * s).tolist()
+        lefts = (torch.randint(0, (W - cw) // s + 1, (B,), generator=generator) * s).tolist()
     offsets = torch.arange(-arch.radius, arch.radius + 1)
     windows = []
-    for b in range(B):
+    for b, ((h, w), y, x) in enumerate(zip(sides, tops, lefts, strict=True)):
         index = (centres[b] + offsets).clamp(0, T - 1).tolist()
-        y, x = int(tops[b]), int(lefts[b])
-        windows.append(clips[b, :, index, y : y + ch, x : x + cw])  # [1, frames, ch, cw]
+        windows.append(area_resize(clips[b, :, index, y : y + h, x : x + w], (ch, cw)))
     high = torch.stack(windows)  # [B, 1, frames, ch, cw]
     if dihedral and ch == cw:  # ink lines look alike turned and mirrored: 8 views of a crop
         views = torch.randint(0, 8, (B,), generator=generator).tolist()
@@ -168,7 +177,7 @@ def train_superres(
         metrics: dict[str, float] = {}
         for micro in engine.micro_steps(*modules):
             generator = step_generator(cfg.seed, step, micro, engine.rank)
-            low, high = training_pairs(next(batches), arch, crop, generator, cfg.dihedral)
+            low, high = training_pairs(next(batches), arch, crop, generator, cfg.dihedral, cfg.zoom)
             with engine.autocast():
                 upscaled = model(low, [arch.radius])  # [B, 1, 1, ch, cw]
                 l1 = F.l1_loss(upscaled.float(), high)
