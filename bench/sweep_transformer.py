@@ -83,7 +83,6 @@ def score_samples(
         codes = video.reshape(len(tokens), latent, *models.latent_hw)
         with torch.inference_mode():
             videos = list(models.tokenizer.decode(codes).clamp(-1, 1)[:, 0, skip:])
-        with torch.inference_mode():
             scores = [match_frames(FrameStats.of(v[:: args.every]), reference).best for v in videos]
         curve = torch.stack([per_second(s, 24 / args.every) for s in scores]).mean(0)
         result |= {
