@@ -26,7 +26,7 @@ from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import ScoringWindows, TokenStreams, TokenWindows, chain_clips
 from willie.transformer.generate import generate, generate_uncached, sampler
 from willie.transformer.model import IGNORE, TokenTransformer, TransformerArch, load_transformer
-from willie.transformer.train import corrupt, train_transformer
+from willie.transformer.train import corrupt, own_draws, train_transformer
 
 LEVELS = (4, 3, 2)  # 24 codes: small enough to enumerate
 
@@ -316,6 +316,35 @@ def test_corrupt_replaces_about_the_share_asked_and_never_bos():
     changed = (noisy != ids).float().mean()
     assert 0.17 < float(changed) < 0.2  # 1/24 of the draws land on the same code
     assert bool((noisy[:, 0] == 24).all()) and int(noisy[:, 1:].max()) < 24
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_own_draws_replace_the_share_asked_with_the_models_draw_of_that_token(share):
+    """The draw made at position i (the model's guess of the token at i + 1) lands at i + 1;
+    BOS, and positions whose token is not a predicted code, stay real."""
+    torch.manual_seed(0)
+    model = TokenTransformer(TransformerArch(LEVELS, layers=1, heads=2, width=16, window=8))
+    ids = torch.randint(0, 4, (4, 300))  # real codes 0..3 only
+    ids[:, 0] = ids[:, 150] = 24  # BOS: a new stream starts mid-window
+    targets = torch.cat([ids[:, 1:], torch.full((4, 1), IGNORE)], 1)
+    targets[:, 149] = IGNORE  # nothing predicts the second BOS
+    model.head.sample = lambda h, pick, before: torch.full(h.shape[:1], 7)  # a code not in ids
+    mixed = own_draws(model, ids, targets, torch.full_like(ids, 24), share)
+    replaced = mixed != ids
+    assert bool((mixed[replaced] == 7).all()) and not replaced[:, [0, 150]].any()
+    eligible = replaced.numel() - 2 * 4
+    assert abs(float(replaced.sum()) / eligible - share) < 0.05
+
+
+def test_own_draws_are_codes_the_head_can_emit():
+    torch.manual_seed(0)
+    model = TokenTransformer(TransformerArch(LEVELS, layers=1, heads=2, width=16, window=8))
+    ids = torch.randint(0, 24, (2, 64))
+    ids[:, 0] = 24
+    targets = torch.cat([ids[:, 1:], torch.full((2, 1), IGNORE)], 1)
+    mixed = own_draws(model, ids, targets, torch.full_like(ids, 24), 1.0)
+    assert int(mixed[:, 1:].max()) < 24 and bool((mixed[:, 0] == 24).all())
+    assert float((mixed != ids).float().mean()) > 0.8  # an untrained head: ~1/24 coincide
 
 
 def test_restarts_add_every_later_clip_as_its_own_stream(tmp_path):

@@ -320,6 +320,13 @@ class TransformerConfig(TrainingSection):
     input_noise: float = Field(
         0.0, ge=0, lt=1, description="share of input tokens replaced by random codes in training"
     )
+    own_draws: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of input codes replaced by the model's own draws of them in training "
+        "(one more forward pass a step, no gradient): it learns from its own mistakes",
+    )
     sound: bool = Field(
         True,
         description="learn the sound's tokens in the same stream as the pictures' (where "

@@ -309,8 +309,8 @@ class Engine:
         return opt
 
     def ema(self, name: str, module: nn.Module) -> EMA:
-        average = EMA(_unwrap(module), self.settings.ema_decay)
-        self._emas.append((average, _unwrap(module)))
+        average = EMA(unwrap(module), self.settings.ema_decay)
+        self._emas.append((average, unwrap(module)))
         self._states[name] = average
         return average
 
@@ -532,7 +532,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _unwrap(module: nn.Module) -> nn.Module:
+def unwrap(module: nn.Module) -> nn.Module:
     module = getattr(module, "_orig_mod", module)  # torch.compile
     return module.module if isinstance(module, DistributedDataParallel) else module
 

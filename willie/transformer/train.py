@@ -20,12 +20,12 @@ from willie.checksums import file_checksums
 from willie.config import TransformerConfig
 from willie.plots import write_csv, write_plot, write_png
 from willie.training.checkpoint import render_model_card, save_artifact
-from willie.training.engine import Engine, Log, TrainSettings
+from willie.training.engine import Engine, Log, TrainSettings, unwrap
 from willie.transformer.attention import resolve_backend
 from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import TokenManifest, TokenStreams, TokenWindows
 from willie.transformer.measures import bits_per_token
-from willie.transformer.model import TokenTransformer, TransformerArch
+from willie.transformer.model import IGNORE, TokenTransformer, TransformerArch
 from willie.transformer.selection import RealismProbe
 
 
@@ -56,6 +56,32 @@ def corrupt(ids: torch.Tensor, share: float, codebook_size: int) -> torch.Tensor
     model learns to predict from a history with errors in it, as its own samples will be."""
     noisy = (torch.rand(ids.shape, device=ids.device) < share) & (ids < codebook_size)
     return torch.where(noisy, torch.randint_like(ids, codebook_size), ids)
+
+
+@torch.no_grad()
+def own_draws(
+    model: TokenTransformer,
+    ids: torch.Tensor,
+    targets: torch.Tensor,
+    anchors: torch.Tensor,
+    share: float,
+) -> torch.Tensor:
+    """ids [B, L] with `share` of the video codes after the first replaced by the model's own
+    draw of them (T 1, given the real history; parallel scheduled sampling): the history the
+    model then learns from holds the mistakes its samples make, not only uniform noise, and
+    the targets stay real, so it learns to pull a drifting picture back to the film."""
+    before = model.frame_before(ids, anchors)
+    h = model.hidden(ids, before=before)  # [B, L, C]
+    video = (targets != IGNORE) & (targets < model.arch.bos)  # the position predicts a code
+    replace = video[:, :-1] & (torch.rand(video[:, :-1].shape, device=ids.device) < share)
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:
+        return torch.multinomial(logits.float().softmax(-1), 1).squeeze(-1)
+
+    draws = model.head.sample(h[:, :-1][replace], pick, before[:, :-1][replace])
+    mixed = ids.clone()
+    mixed[:, 1:][replace] = draws  # the draw at i is of the token at i + 1
+    return mixed
 
 
 class BestWeights:
@@ -200,6 +226,8 @@ def train_transformer(
         total = 0.0
         for _ in engine.micro_steps(net):
             ids, targets, anchors = next(batches).unbind(1)
+            if cfg.own_draws:
+                ids = own_draws(unwrap(net), ids, targets, anchors, cfg.own_draws)
             if cfg.input_noise:
                 ids = corrupt(ids, cfg.input_noise, arch.codebook_size)  # pictures' codes
             with engine.autocast():
