@@ -38,6 +38,11 @@ def split_shards(clips_dir: str | os.PathLike[str], split: str) -> ClipShards:
     return ClipShards(Path(clips_dir) / split)
 
 
+def spread(count: int, limit: int) -> list[int]:
+    """Up to `limit` indices spread evenly over range(count): a subset that sees all of a split."""
+    return np.linspace(0, count - 1, min(count, limit)).round().astype(int).tolist()
+
+
 def area_resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Area-downsample the last two dims of [..., T, H, W] frames to `size`."""
     if tuple(video.shape[-2:]) == tuple(size):

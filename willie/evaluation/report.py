@@ -22,7 +22,7 @@ import torch
 
 from willie.atomic import read_json
 from willie.config import EvaluateConfig
-from willie.data.dataset import ClipDataset, to_unit_range
+from willie.data.dataset import ClipDataset, spread, to_unit_range
 from willie.data.video import iter_gray_frames
 from willie.errors import WillieError
 from willie.evaluation.distribution import (
@@ -45,18 +45,12 @@ from willie.plots import write_plot
 from willie.superres.measures import evaluate as evaluate_superres
 from willie.superres.model import load_superres
 from willie.tokenizer.measures import evaluate as evaluate_tokenizer
-from willie.tokenizer.measures import reconstruct
 from willie.tokenizer.model import VideoTokenizer, load_tokenizer
 from willie.training.engine import resolve_device
 from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import TokenStreams
 from willie.transformer.measures import bits_per_token
 from willie.transformer.model import load_transformer
-
-
-def spread(count: int, limit: int) -> list[int]:
-    """Up to `limit` indices spread evenly over range(count)."""
-    return np.linspace(0, count - 1, min(count, limit)).round().astype(int).tolist()
 
 
 def stack_clips(dataset: ClipDataset, limit: int) -> torch.Tensor:
@@ -222,16 +216,17 @@ def run_evaluate(
     train_small = ClipDataset(clips_dir, "train", size=size)
     metrics: dict[str, Any] = {}
 
-    recon, _, by_frame = evaluate_tokenizer(
-        tokenizer, val_small, device, max_clips=cfg.max_clips, batch_size=cfg.batch_size
+    recon = evaluate_tokenizer(
+        tokenizer, val_small, device, max_clips=cfg.max_clips, batch_size=cfg.batch_size, keep=True
     )
+    by_frame = recon.psnr_by_frame
     metrics |= {
-        "recon_psnr": recon["psnr"],
-        "recon_ssim": recon["ssim"],
-        "codebook_usage": recon["codebook_usage"],
+        "recon_psnr": recon.metrics["psnr"],
+        "recon_ssim": recon.metrics["ssim"],
+        "codebook_usage": recon.metrics["codebook_usage"],
     }
-    val_clips = stack_clips(val_small, cfg.max_clips)
-    recon_frames = reconstruct(tokenizer, val_clips, cfg.batch_size, device)  # [N, 1, T, H, W]
+    val_clips, recon_frames = recon.clips, recon.recon  # [N, 1, T, H, W] each, spread over val
+    assert val_clips is not None and recon_frames is not None
 
     sound = transformer.arch.audio_symbols > 0  # the streams as the transformer learnt them
     streams = TokenStreams(tokens_dir, "val", sound=sound)
@@ -288,9 +283,9 @@ def run_evaluate(
     metrics["frame_change_ratio"] = metrics["frame_change_samples"] / max(
         metrics["frame_change_real"], 1e-8
     )
-    metrics["frame_change_recon"] = recon["frame_change"]  # the tokenizer's own, on val
+    metrics["frame_change_recon"] = recon.metrics["frame_change"]  # the tokenizer's own, on val
     metrics["frame_change_ratio_recon"] = metrics["frame_change_samples"] / max(
-        recon["frame_change"], 1e-8
+        recon.metrics["frame_change"], 1e-8
     )
     if weights is not None:
         from willie.evaluation.i3d import fvd, load_i3d

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from willie.data.dataset import ClipDataset, to_uint8
+from willie.data.dataset import ClipDataset, spread, to_uint8
 from willie.evaluation.distribution import frame_change_curve
 from willie.quality import psnr, ssim
 from willie.tokenizer.fsq import codebook_usage
@@ -19,19 +19,8 @@ class Evaluation(NamedTuple):
     metrics: dict[str, float]  # val PSNR/SSIM, codebook usage and perplexity, compression
     strip: np.ndarray  # [T, 4·H, 2·W] uint8: real | recon of up to 4 clips, for a GIF
     psnr_by_frame: np.ndarray  # [T] PSNR of each frame index, averaged over the clips
-
-
-@torch.inference_mode()
-def reconstruct(
-    tokenizer: VideoTokenizer, clips: torch.Tensor, batch_size: int, device: torch.device
-) -> torch.Tensor:
-    """clips [N, 1, T, H, W] in [-1, 1] -> their reconstructions, same shape, on the CPU."""
-    tokenizer.eval()
-    parts = [
-        tokenizer(batch.to(device))[0].clamp(-1, 1).float().cpu()
-        for batch in clips.split(batch_size)
-    ]
-    return torch.cat(parts)
+    clips: torch.Tensor | None = None  # with `keep`: the clips measured [N, 1, T, H, W], CPU
+    recon: torch.Tensor | None = None  # … and their reconstructions, clamped to [-1, 1]
 
 
 @torch.no_grad()
@@ -42,14 +31,19 @@ def evaluate(
     *,
     max_clips: int,
     batch_size: int,
+    keep: bool = False,
 ) -> Evaluation:
-    """Reconstruct up to `max_clips` val clips once and measure them every way."""
+    """Reconstruct up to `max_clips` val clips (spread over the split) once and measure them
+    every way; `keep` also returns the clips and their reconstructions (for `evaluate`'s
+    realism and motion, which need them again)."""
     tokenizer.eval()
-    count = min(len(val), max_clips)
+    picks = spread(len(val), max_clips)
+    count = len(picks)
     psnrs, ssims, by_frame, indices, strip = [], [], [], [], None
+    kept: dict[str, list[torch.Tensor]] = {"clips": [], "recon": []}
     changes: dict[str, float] = {"recon": 0.0, "real": 0.0}  # summed over clips
     for start in range(0, count, batch_size):
-        real = torch.stack([val[i] for i in range(start, min(count, start + batch_size))])
+        real = torch.stack([val[i] for i in picks[start : start + batch_size]])
         real = real.to(device)
         recon, idx, _ = tokenizer(real)
         recon = recon.clamp(-1, 1)
@@ -58,6 +52,9 @@ def evaluate(
         frames = range(real.shape[2])
         by_frame.append(torch.stack([psnr(recon[:, :, t], real[:, :, t]) for t in frames], 1))
         indices.append(idx.cpu())
+        if keep:
+            kept["clips"].append(real.float().cpu())
+            kept["recon"].append(recon.float().cpu())
         for name, clips in (("recon", recon), ("real", real)):  # as evaluate measures samples
             changes[name] += float(frame_change_curve(clips.float()).mean()) * len(clips)
         if strip is None:
@@ -83,4 +80,5 @@ def evaluate(
         "frame_change": changes["recon"] / count,
         "frame_change_real": changes["real"] / count,
     }
-    return Evaluation(metrics, strip, torch.cat(by_frame).mean(0).cpu().numpy())
+    frames = {k: torch.cat(v) for k, v in kept.items()} if keep else {}
+    return Evaluation(metrics, strip, torch.cat(by_frame).mean(0).cpu().numpy(), **frames)
