@@ -126,11 +126,12 @@ def tiny_arch(**overrides) -> TransformerArch:
 
 
 @pytest.mark.parametrize(
-    "frame_tokens,frame_history,anchor", [(0, 1, False), (4, 1, False), (2, 3, False), (2, 1, True)]
+    "frame_tokens,frame_history,anchor,row_tokens",
+    [(0, 1, False, 0), (4, 1, False, 0), (2, 3, False, 0), (2, 1, True, 0), (4, 1, True, 2)],
 )
 @pytest.mark.parametrize("head", ["joint", "factorized"])
 def test_kv_cached_generation_equals_recomputation_beyond_the_window(
-    head, frame_tokens, frame_history, anchor
+    head, frame_tokens, frame_history, anchor, row_tokens
 ):
     torch.manual_seed(1)
     arch = tiny_arch(
@@ -138,7 +139,8 @@ def test_kv_cached_generation_equals_recomputation_beyond_the_window(
         frame_tokens=frame_tokens,
         frame_history=frame_history,
         anchor=anchor,
-        video_tokens=2 if anchor else 0,
+        row_tokens=row_tokens,
+        video_tokens=frame_tokens if row_tokens else 2 if anchor else 0,
     )
     model = TokenTransformer(arch).eval()
     if frame_tokens:  # nonzero transitions, so that a wrong `before` changes the samples
@@ -198,6 +200,24 @@ def test_frame_before_points_one_latent_frame_behind_each_target():
     # input i predicts ids[i + 1]; one frame before it is ids[i + 1 - 3], two ids[i + 1 - 6]
     assert before[0, :, 0].tolist() == [24, 24, 24, 10, 11, 12, 13, 14, 15]
     assert before[0, :, 1].tolist() == [24, 24, 24, 24, 24, 24, 10, 11, 12]
+
+
+def test_row_above_is_the_token_above_each_target_in_its_latent_frame():
+    """Latent frames of 2 rows × 3 tokens, then 2 sound tokens: only a target in the second
+    row has a token above it (3 back); the first row and the sound have none (BOS)."""
+    arch = tiny_arch(row_tokens=3, video_tokens=6, audio_tokens=2, audio_symbols=4)
+    model = TokenTransformer(arch)
+    ids = torch.cat([torch.tensor([24]), torch.arange(16) % 20])[None]  # BOS + 2 periods of 8
+    for start in (0, 5):  # a sequence from BOS, and a window cut mid-frame
+        window = ids[:, start:]
+        slots = arch.layout.slots(start, window.shape[1])
+        above = model.frame_before(window, None, slots)[0, :, 0].tolist()
+        for i, got in enumerate(above):
+            target = start + i + 1
+            slot = (target - 1) % 8
+            inside = i + 1 - 3 >= 0
+            expected = int(ids[0, target - 3]) if 3 <= slot < 6 and inside else 24
+            assert got == expected, (start, i)
 
 
 def test_transitions_shift_the_digit_that_the_frame_before_held():
@@ -329,7 +349,7 @@ def test_own_draws_replace_the_share_asked_with_the_models_draw_of_that_token(sh
     targets = torch.cat([ids[:, 1:], torch.full((4, 1), IGNORE)], 1)
     targets[:, 149] = IGNORE  # nothing predicts the second BOS
     model.head.sample = lambda h, pick, before: torch.full(h.shape[:1], 7)  # a code not in ids
-    mixed = own_draws(model, ids, targets, torch.full_like(ids, 24), share)
+    mixed = own_draws(model, ids, targets, torch.full_like(ids, 24), torch.zeros_like(ids), share)
     replaced = mixed != ids
     assert bool((mixed[replaced] == 7).all()) and not replaced[:, [0, 150]].any()
     eligible = replaced.numel() - 2 * 4
@@ -342,7 +362,7 @@ def test_own_draws_are_codes_the_head_can_emit():
     ids = torch.randint(0, 24, (2, 64))
     ids[:, 0] = 24
     targets = torch.cat([ids[:, 1:], torch.full((2, 1), IGNORE)], 1)
-    mixed = own_draws(model, ids, targets, torch.full_like(ids, 24), 1.0)
+    mixed = own_draws(model, ids, targets, torch.full_like(ids, 24), torch.zeros_like(ids), 1.0)
     assert int(mixed[:, 1:].max()) < 24 and bool((mixed[:, 0] == 24).all())
     assert float((mixed != ids).float().mean()) > 0.8  # an untrained head: ~1/24 coincide
 
@@ -370,7 +390,7 @@ def test_token_streams_chain_clips_and_drop_the_shared_latent_frame(tmp_path):
 def test_windows_pad_short_streams_with_ignored_targets(tmp_path):
     streams = TokenStreams(write_tokens(tmp_path / "t", {"train": patterned_clips(1, 0)}), "train")
     [item] = TokenWindows(streams, 20)
-    ids, targets, _ = item
+    ids, targets, _, _ = item
     assert ids[0] == 24 and (targets[12:] == IGNORE).all() and (targets[:12] >= 0).all()
     torch.testing.assert_close(ids[1:12], targets[:11])
 
@@ -383,11 +403,12 @@ def test_windows_carry_each_target_s_place_in_the_stream_s_first_latent_frame(tm
     windows = TokenWindows(streams, 16, stride=7)
     for item in range(len(windows)):
         start = windows.index[item][1]
-        ids, _, anchors = windows[item]
+        ids, _, anchors, slots = windows[item]
         for i in range(16):
             target = start + i + 1  # the stream position input i predicts
             expected = stream[1 + (target - 1) % 4] if target > 4 else 24  # BOS: none yet
             assert int(anchors[i]) == int(expected), (start, i)
+            assert int(slots[i]) == (target - 1) % 4
         assert start > 0 or int(ids[0]) == 24
 
 

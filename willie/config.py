@@ -317,6 +317,11 @@ class TransformerConfig(TrainingSection):
     restarts: bool = Field(
         True, description="also train on every clip from the scene-start token (beginnings)"
     )
+    row_above: bool = Field(
+        False,
+        description="feed each prediction the token above its place in the same latent frame "
+        "(input embedding and digit-transition table): lines and edges continue down the frame",
+    )
     input_noise: float = Field(
         0.0, ge=0, lt=1, description="share of input tokens replaced by random codes in training"
     )

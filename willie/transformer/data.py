@@ -153,9 +153,9 @@ class TokenStreams:
 
 
 class TokenWindows(Dataset[torch.Tensor]):
-    """Windows of `length` inputs cut from the streams: item = [3, length] (ids, targets, and
-    the anchors: the ids at each target's place in its stream's first latent frame,
-    `StreamLayout.anchors`).
+    """Windows of `length` inputs cut from the streams: item = [4, length] (ids, targets, the
+    anchors: the ids at each target's place in its stream's first latent frame,
+    `StreamLayout.anchors`, and the targets' slots in their period, `StreamLayout.slots`).
 
     Windows start every `stride` tokens; a stream shorter than the window is padded (targets
     IGNORE), so short scenes still train.
@@ -183,7 +183,7 @@ class TokenWindows(Dataset[torch.Tensor]):
         ids[: len(piece) - 1] = piece[:-1]
         targets[: len(piece) - 1] = piece[1:]
         anchors = self.layout.anchors(torch.from_numpy(self.streams[i]), start, self.length)
-        return torch.stack([ids, targets, anchors])
+        return torch.stack([ids, targets, anchors, self.layout.slots(start, self.length)])
 
 
 class ScoringWindows(Dataset[torch.Tensor]):
@@ -191,7 +191,7 @@ class ScoringWindows(Dataset[torch.Tensor]):
     history, for evaluation: a window starts every `length // 2` tokens and scores only the
     targets the window before it did not (the others are IGNORE), so each token past a stream's
     first half-window is predicted from ≥ length/2 tokens of its past, as in generation, where
-    the rolling cache holds it. Item = [3, length] (ids, targets, anchors)."""
+    the rolling cache holds it. Item = [4, length] (ids, targets, anchors, slots)."""
 
     def __init__(self, streams: TokenStreams, length: int) -> None:
         self.windows = TokenWindows(streams, length, max(1, length // 2))
@@ -207,6 +207,6 @@ class ScoringWindows(Dataset[torch.Tensor]):
         return len(self.windows)
 
     def __getitem__(self, item: int) -> torch.Tensor:
-        ids, targets, anchors = self.windows[item]
-        targets[: self.scored_from[item]] = IGNORE
-        return torch.stack([ids, targets, anchors])
+        item_rows = self.windows[item]
+        item_rows[1, : self.scored_from[item]] = IGNORE  # the targets
+        return item_rows

@@ -71,7 +71,7 @@ def generate(
     tokens[:, :P] = prompt
     caches = model.new_caches()
     layout = model.arch.layout
-    before = model.frame_before(prompt, layout.anchors(prompt, 0, P))
+    before = model.frame_before(prompt, layout.anchors(prompt, 0, P), layout.slots(0, P))
     h = model.hidden(prompt, 0, caches, before)[:, -1]  # prefill: [B, C]
     for i in range(new_tokens):
         before = _frame_before(model, tokens, P + i)  # [B, K]: its place in the frames before
@@ -90,12 +90,14 @@ def generate(
 
 def _frame_before(model: TokenTransformer, tokens: Tensor, target: int) -> Tensor:
     """[B, K]: `model.frame_before` for the input that predicts position `target` of the
-    sequence (BOS first), computed over only the K latent frames before it and the anchor (a
-    fixed cost per token); the tokens from `target` on are not read."""
-    span = max(1, model.arch.frame_history * model.arch.frame_tokens)
+    sequence (BOS first), computed over only the K latent frames before it, the row above and
+    the anchor (a fixed cost per token); the tokens from `target` on are not read."""
+    arch = model.arch
+    span = max(1, arch.frame_history * arch.frame_tokens, arch.row_tokens)
     start = max(0, target - span)
-    anchors = model.arch.layout.anchors(tokens[:, :target], start, target - start)
-    return model.frame_before(tokens[:, start:target], anchors)[:, -1]
+    anchors = arch.layout.anchors(tokens[:, :target], start, target - start)
+    slots = arch.layout.slots(start, target - start, tokens.device)
+    return model.frame_before(tokens[:, start:target], anchors, slots)[:, -1]
 
 
 @torch.inference_mode()
@@ -106,8 +108,11 @@ def generate_uncached(
     tokens = prompt
     layout = model.arch.layout
     for _ in range(new_tokens):
-        anchors = layout.anchors(tokens, 0, tokens.shape[1])
-        h = model.hidden(tokens, before=model.frame_before(tokens, anchors))[:, -1]
+        anchors, slots = (
+            layout.anchors(tokens, 0, tokens.shape[1]),
+            layout.slots(0, tokens.shape[1]),
+        )
+        h = model.hidden(tokens, before=model.frame_before(tokens, anchors, slots))[:, -1]
         before = _frame_before(model, tokens, tokens.shape[1])
         audio = layout.is_audio(tokens.shape[1])
         tokens = torch.cat([tokens, model.sample_next(h, pick, before, audio)[:, None]], dim=1)

@@ -79,6 +79,12 @@ class StreamLayout:
         source = 1 + (target - 1) % self.period
         return torch.where(target > self.period, source, -1)
 
+    def slots(self, start: int, length: int, device: torch.device | None = None) -> Tensor:
+        """[length] for the inputs at positions start.. of a stream (BOS at 0): their target's
+        place in its period (0..video−1 a picture's token in raster order, then the sound's)."""
+        target = torch.arange(start + 1, start + length + 1, device=device)
+        return (target - 1) % max(1, self.period)
+
     def anchors(self, stream: Tensor, start: int, length: int) -> Tensor:
         """stream [..., N] (BOS at 0) → [..., length]: the ids `anchor_source` points to for the
         inputs at positions start.. (BOS where none)."""

@@ -33,9 +33,9 @@ def bits_per_token(
     counts: dict[str, int] = {}
     for start in range(0, len(picks), batch_size):
         batch = torch.stack([windows[int(i)] for i in picks[start : start + batch_size]])
-        ids, targets, anchors = batch.to(device).unbind(1)
+        ids, targets, anchors, slots = batch.to(device).unbind(1)
         with autocast(device):
-            parts = model.losses(ids, targets, anchors)
+            parts = model.losses(ids, targets, anchors, slots)
         for kind, (summed, count) in parts.items():
             for key in (kind, "all") if kind != "sound" else (kind,):  # sound ⊂ audio
                 nats[key] = nats.get(key, 0.0) + float(summed)

@@ -66,6 +66,10 @@ class TransformerArch(ArtifactArch):
     # scene's first frame, or the prompt's), however far back: an anchor that a still
     # background can return to after the attention window and the frames before have passed.
     anchor: bool = False
+    # Tokens per row of the latent frame (w); > 0 feeds every prediction the token above its
+    # place in the same latent frame (drawn already: raster order), which attention alone
+    # reaches only w tokens back: the digits of a line or an edge continue down the frame.
+    row_tokens: int = 0
     # The stream's layout (willie.transformer.layout): video and audio tokens per latent frame
     # and the audio symbols (codes + NOSOUND); audio_symbols 0: pictures only.
     video_tokens: int = 0
@@ -90,6 +94,10 @@ class TransformerArch(ArtifactArch):
             )
         if self.anchor and self.video_tokens <= 0:
             raise WillieError("an anchor needs the stream's layout (video_tokens > 0)")
+        if self.row_tokens < 0 or (self.row_tokens and self.video_tokens % self.row_tokens):
+            raise WillieError(
+                f"row_tokens ({self.row_tokens}) must divide video_tokens ({self.video_tokens})"
+            )
         if not self.levels or min(self.levels) < 2:
             raise WillieError(f"FSQ levels must be integers ≥ 2, got {self.levels}")
 
@@ -100,8 +108,9 @@ class TransformerArch(ArtifactArch):
     @property
     def history(self) -> int:
         """Columns of `TokenTransformer.frame_before`: the latent frames before (where
-        frame_tokens > 0), then the anchor."""
-        return (self.frame_history if self.frame_tokens else 0) + int(self.anchor)
+        frame_tokens > 0), the token above (where row_tokens > 0), then the anchor."""
+        frames = self.frame_history if self.frame_tokens else 0
+        return frames + int(self.row_tokens > 0) + int(self.anchor)
 
     @property
     def bos(self) -> int:
@@ -358,16 +367,29 @@ class TokenTransformer(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def frame_before(self, ids: Tensor, anchors: Tensor | None = None) -> Tensor:
+    def frame_before(
+        self, ids: Tensor, anchors: Tensor | None = None, slots: Tensor | None = None
+    ) -> Tensor:
         """ids [B, L] (a sequence from BOS, or a training window) -> [B, L, K]: for each input,
         the tokens k = 1..K latent frames before its target, the one the input predicts (BOS
-        where that lies before the first id); with `arch.anchor` a last column, `anchors` [B, L]
-        (`StreamLayout.anchors`: they lie outside a window; BOS where None)."""
+        where that lies before the first id); with `arch.row_tokens` the token above the target
+        in its latent frame, which needs `slots` [B, L] or [L] (`StreamLayout.slots`: each
+        target's place in its period; BOS where None, in the frame's first row, or before the
+        first id); with `arch.anchor` a last column, `anchors` [B, L] (`StreamLayout.anchors`:
+        they lie outside a window; BOS where None)."""
         L, n = ids.shape[1], self.arch.frame_tokens
         before = torch.full((*ids.shape, self.arch.history), self.arch.bos).to(ids)
-        for k in range(1, (self.arch.frame_history if n else 0) + 1):
+        frames = self.arch.frame_history if n else 0
+        for k in range(1, frames + 1):
             if k * n <= L:
                 before[:, k * n - 1 :, k - 1] = ids[:, : L - k * n + 1]
+        w = self.arch.row_tokens
+        if w and slots is not None and w <= L:
+            # the input at i predicts i + 1; the token above that is the input at i + 1 - w
+            slots = slots.expand(ids.shape)[:, w - 1 :]
+            below = (slots >= w) & (slots < self.arch.video_tokens)
+            above = torch.where(below, ids[:, : L - w + 1], self.arch.bos)
+            before[:, w - 1 :, frames] = above
         if self.arch.anchor and anchors is not None:
             before[..., -1] = anchors
         return before
@@ -402,12 +424,16 @@ class TokenTransformer(nn.Module):
         return self.norm(x)
 
     def losses(
-        self, ids: Tensor, targets: Tensor, anchors: Tensor | None = None
+        self,
+        ids: Tensor,
+        targets: Tensor,
+        anchors: Tensor | None = None,
+        slots: Tensor | None = None,
     ) -> dict[str, tuple[Tensor, Tensor]]:
-        """ids, targets [B, L] (targets = ids shifted left, IGNORE where none), anchors [B, L]
-        (`frame_before`) -> per kind of target ("video", and with sound "audio" and its subset
-        "sound": the audio targets that are not NOSOUND): (summed nats, count)."""
-        before = self.frame_before(ids, anchors)
+        """ids, targets [B, L] (targets = ids shifted left, IGNORE where none), anchors and
+        slots [B, L] (`frame_before`) -> per kind of target ("video", and with sound "audio"
+        and its subset "sound": the audio targets that are not NOSOUND): (summed nats, count)."""
+        before = self.frame_before(ids, anchors, slots)
         h = self.hidden(ids, before=before)
         audio = targets > self.arch.bos
         video_targets = targets.masked_fill(audio, IGNORE)
@@ -422,9 +448,15 @@ class TokenTransformer(nn.Module):
             parts["sound"] = (nats[sounding].sum(), sounding.sum())  # a subset of "audio"
         return parts
 
-    def forward(self, ids: Tensor, targets: Tensor, anchors: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        ids: Tensor,
+        targets: Tensor,
+        anchors: Tensor | None = None,
+        slots: Tensor | None = None,
+    ) -> Tensor:
         """ids, targets [B, L] -> mean nats per predicted token, video and audio alike."""
-        parts = self.losses(ids, targets, anchors)
+        parts = self.losses(ids, targets, anchors, slots)
         kinds = [parts[k] for k in ("video", "audio") if k in parts]
         return sum(n for n, _ in kinds) / sum(c for _, c in kinds).clamp(min=1)
 

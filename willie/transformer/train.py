@@ -45,6 +45,7 @@ def architecture(cfg: TransformerConfig, manifest: TokenManifest) -> Transformer
         frame_tokens=layout.period if cfg.previous_frames else 0,
         frame_history=max(1, cfg.previous_frames),
         anchor=cfg.anchor,
+        row_tokens=manifest.latent_shape[2] if cfg.row_above else 0,
         video_tokens=layout.video,
         audio_tokens=layout.audio,
         audio_symbols=layout.audio_symbols,
@@ -64,13 +65,14 @@ def own_draws(
     ids: torch.Tensor,
     targets: torch.Tensor,
     anchors: torch.Tensor,
+    slots: torch.Tensor,
     share: float,
 ) -> torch.Tensor:
     """ids [B, L] with `share` of the video codes after the first replaced by the model's own
     draw of them (T 1, given the real history; parallel scheduled sampling): the history the
     model then learns from holds the mistakes its samples make, not only uniform noise, and
     the targets stay real, so it learns to pull a drifting picture back to the film."""
-    before = model.frame_before(ids, anchors)
+    before = model.frame_before(ids, anchors, slots)
     h = model.hidden(ids, before=before)  # [B, L, C]
     video = (targets != IGNORE) & (targets < model.arch.bos)  # the position predicts a code
     replace = video[:, :-1] & (torch.rand(video[:, :-1].shape, device=ids.device) < share)
@@ -225,13 +227,13 @@ def train_transformer(
         net.train()
         total = 0.0
         for _ in engine.micro_steps(net):
-            ids, targets, anchors = next(batches).unbind(1)
+            ids, targets, anchors, slots = next(batches).unbind(1)
             if cfg.own_draws:
-                ids = own_draws(unwrap(net), ids, targets, anchors, cfg.own_draws)
+                ids = own_draws(unwrap(net), ids, targets, anchors, slots, cfg.own_draws)
             if cfg.input_noise:
                 ids = corrupt(ids, cfg.input_noise, arch.codebook_size)  # pictures' codes
             with engine.autocast():
-                loss = net(ids, targets, anchors)
+                loss = net(ids, targets, anchors, slots)
             engine.backward(loss)
             total += loss.item() / cfg.grad_accum
         grad_norm = engine.optimizer_step("transformer")
