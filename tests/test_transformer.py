@@ -220,6 +220,12 @@ def test_row_above_is_the_token_above_each_target_in_its_latent_frame():
             assert got == expected, (start, i)
 
 
+@pytest.mark.parametrize("row_tokens,video_tokens", [(4, 6), (3, 0), (-1, 6)])
+def test_row_tokens_must_divide_the_latent_frame(row_tokens, video_tokens):
+    with pytest.raises(WillieError, match="row_tokens"):
+        tiny_arch(row_tokens=row_tokens, video_tokens=video_tokens)
+
+
 def test_transitions_shift_the_digit_that_the_frame_before_held():
     torch.manual_seed(4)
     model = TokenTransformer(tiny_arch(head="factorized", frame_tokens=3, frame_history=2))

@@ -108,10 +108,8 @@ def generate_uncached(
     tokens = prompt
     layout = model.arch.layout
     for _ in range(new_tokens):
-        anchors, slots = (
-            layout.anchors(tokens, 0, tokens.shape[1]),
-            layout.slots(0, tokens.shape[1]),
-        )
+        n = tokens.shape[1]
+        anchors, slots = layout.anchors(tokens, 0, n), layout.slots(0, n)
         h = model.hidden(tokens, before=model.frame_before(tokens, anchors, slots))[:, -1]
         before = _frame_before(model, tokens, tokens.shape[1])
         audio = layout.is_audio(tokens.shape[1])

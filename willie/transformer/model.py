@@ -94,9 +94,11 @@ class TransformerArch(ArtifactArch):
             )
         if self.anchor and self.video_tokens <= 0:
             raise WillieError("an anchor needs the stream's layout (video_tokens > 0)")
-        if self.row_tokens < 0 or (self.row_tokens and self.video_tokens % self.row_tokens):
+        rows = self.row_tokens and (self.video_tokens <= 0 or self.video_tokens % self.row_tokens)
+        if self.row_tokens < 0 or rows:
             raise WillieError(
-                f"row_tokens ({self.row_tokens}) must divide video_tokens ({self.video_tokens})"
+                f"row_tokens ({self.row_tokens}) must divide video_tokens ({self.video_tokens}), "
+                "the stream's layout"
             )
         if not self.levels or min(self.levels) < 2:
             raise WillieError(f"FSQ levels must be integers ≥ 2, got {self.levels}")
