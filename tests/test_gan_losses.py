@@ -2,9 +2,11 @@ import pytest
 import torch
 
 from willie.tokenizer.discriminator import BlurPool3d, Discriminator
+from willie.tokenizer.fsq import FSQ
 from willie.tokenizer.losses import (
     LeCAM,
     adaptive_weight,
+    code_change_loss,
     hinge_d_loss,
     non_saturating_g_loss,
     r1_penalty,
@@ -18,6 +20,22 @@ def test_reconstruction_loss_l1_and_l2() -> None:
     assert reconstruction_loss(recon, target, "l2").item() == pytest.approx(5 / 3)
     with pytest.raises(ValueError, match="'l1' or 'l2'"):
         reconstruction_loss(recon, target, "huber")  # type: ignore[arg-type]
+
+
+def test_code_change_loss_counts_only_codes_that_changed_and_pulls_those_together() -> None:
+    fsq = FSQ(levels=[8, 5])
+    z = torch.zeros(1, 2, 3, 1, 2)  # [B, D, t, h, w]: 3 latent frames of 1×2 tokens
+    z[0, 0, 2, 0, 1] = 3.0  # one code changes in the last latent frame
+    z.requires_grad_(True)
+    codes, _ = fsq(z)
+    loss = code_change_loss(codes)
+    assert loss.item() > 0
+    loss.backward()
+    grad = z.grad[0, 0]
+    assert grad[2, 0, 1] > 0 and grad[1, 0, 1] < 0  # the changed code and the one before
+    assert (grad[:, 0, 0] == 0).all()  # a code that never changed: no pull at all
+    still, _ = fsq(torch.zeros(1, 2, 3, 1, 2))
+    assert code_change_loss(still).item() == 0.0
 
 
 def test_hinge_d_loss_is_zero_beyond_the_margin_and_two_at_zero() -> None:

@@ -226,6 +226,12 @@ class TokenizerConfig(TrainingSection):
     recon_loss: Literal["l1", "l2"] = Field(
         "l2", description="l2 reconstructs unseen footage better (+1 dB PSNR, +0.06 SSIM)"
     )
+    code_stability: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the change of each token's code from the latent frame before "
+        "(`code_change_loss`): steadier codes for the transformer to predict",
+    )
     flip: bool = Field(True, description="mirror half the training clips left-right")
     shift: int = Field(
         8, ge=0, description="translate training clips by up to this many pixels (reflected)"

@@ -21,6 +21,14 @@ def reconstruction_loss(recon: Tensor, target: Tensor, kind: Literal["l1", "l2"]
     raise ValueError(f"reconstruction loss kind must be 'l1' or 'l2', got {kind!r}")
 
 
+def code_change_loss(codes: Tensor) -> Tensor:
+    """codes [B, D, t, h, w] (FSQ, straight-through) -> mean squared change of each code from
+    the latent frame before. Its value counts only codes that changed (equal codes cost 0, and
+    so does their gradient); through the straight-through rounding, a changed code pulls both
+    latents toward each other: the encoder learns to keep a still place's code still."""
+    return (codes[:, :, 1:] - codes[:, :, :-1]).pow(2).mean()
+
+
 def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """mean(relu(1 - real)) + mean(relu(1 + fake)): zero once real ≥ 1 and fake ≤ -1."""
     return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()

@@ -28,6 +28,7 @@ from willie.tokenizer.discriminator import Discriminator
 from willie.tokenizer.losses import (
     LeCAM,
     adaptive_weight,
+    code_change_loss,
     hinge_d_loss,
     non_saturating_g_loss,
     r1_penalty,
@@ -126,9 +127,13 @@ def train_tokenizer(
                 )
                 real = apply_augmentation(real, params, cfg.shift)
             with engine.autocast():
-                recon, _, _ = tokenizer(real)
+                recon, _, codes = tokenizer(real)
                 rec = reconstruction_loss(recon.float(), real, cfg.recon_loss)
                 loss_g = rec
+                if cfg.code_stability:
+                    change = code_change_loss(codes.float())
+                    loss_g = loss_g + cfg.code_stability * change
+                    metrics["code_change"] = change.item()
                 if adv_on:
                     disc_module.requires_grad_(False)
                     g_adv = non_saturating_g_loss(disc_module(recon).float())
@@ -136,7 +141,7 @@ def train_tokenizer(
                     weight = torch.tensor(cfg.adv_weight, device=real.device)
                     if cfg.adaptive_weight:
                         weight = weight * adaptive_weight(rec, g_adv, model.last_layer)
-                    loss_g = rec + weight * g_adv
+                    loss_g = loss_g + weight * g_adv
                     metrics |= {"g_adv": g_adv.item(), "adv_weight": weight.item()}
             engine.backward(loss_g)
             metrics |= {"recon_loss": rec.item(), "g_loss": loss_g.item()}
