@@ -96,7 +96,7 @@ def _frame_before(model: TokenTransformer, tokens: Tensor, target: int) -> Tenso
     span = max(1, arch.frame_history * arch.frame_tokens, arch.row_tokens)
     start = max(0, target - span)
     anchors = arch.layout.anchors(tokens[:, :target], start, target - start)
-    slots = arch.layout.slots(start, target - start, tokens.device)
+    slots = arch.layout.slots(start, target - start, tokens.device) if arch.row_tokens else None
     return model.frame_before(tokens[:, start:target], anchors, slots)[:, -1]
 
 
