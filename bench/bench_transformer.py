@@ -116,46 +116,74 @@ def peak_flops(device: torch.device) -> float | None:
     return next((peak for card, peak in PEAK_BF16.items() if card in name), None)
 
 
+# The models timed per backend: the bench's own (4 layers, width 256) and, on CUDA, the GPU
+# recipe's (README "Scale": 12 layers, 12 heads, width 768, context 2,560, window 1,024).
+TRAIN_SIZES = {
+    "bench": {"layers": 4, "heads": 4, "width": 256},
+    "recipe": {"layers": 12, "heads": 12, "width": 768},
+}
+
+
+def time_training(
+    model: TokenTransformer, ids: torch.Tensor, device: torch.device, repeats: int
+) -> float:
+    """Seconds per AdamW training step of `model` on `ids` [B, L] (bf16 autocast on CUDA)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            loss = model(ids, ids)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
 def part_train(device: torch.device, tiny: bool) -> None:
-    context, batch = (2048, 8) if device.type == "cuda" else (512, 4)
-    sizes = {"layers": 1, "heads": 2, "width": 32} if tiny else {}
+    shapes = {"bench": (2048, 512, 8), "recipe": (2560, 1024, 8)}  # context, window, batch
+    if device.type != "cuda":
+        shapes = {"bench": (512, 256, 4)}
     if tiny:
-        context, batch = 64, 2
-    print(f"Training throughput, context {context}, batch {batch}, on {device}:")
-    ids = torch.randint(0, 1000, (batch, context), device=device)
-    for backend in available_backends(device):
-        if backend == "flex" and device.type != "cuda":
-            continue
-        model = bench_model(context=context, window=context // 2, **sizes).to(device).train()
-        model.set_backend(backend)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step(model: TokenTransformer = model, opt: torch.optim.Optimizer = opt) -> None:
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model(ids, ids)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        for _ in range(2):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        repeats = 10 if device.type == "cuda" else 3
-        start = time.perf_counter()
-        for _ in range(repeats):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / repeats
-        tokens_per_s = batch * context / seconds
-        arch = model.arch
-        # 6·N per token for the weights, + 12·layers·width·window for attention scores
-        flops = 6 * model.num_params() + 12 * arch.layers * arch.width * arch.window
-        line = f"  {backend:10s} {tokens_per_s:10.0f} tokens/s"
-        if peak := peak_flops(device):
-            line += f"   MFU {tokens_per_s * flops / peak:.1%} (of {peak / 1e12:.0f} TFLOP/s bf16)"
-        print(line)
+        shapes = {"bench": (64, 32, 2)}
+    for name, (context, window, batch) in shapes.items():
+        sizes = {"layers": 1, "heads": 2, "width": 32} if tiny else TRAIN_SIZES[name]
+        print(
+            f"Training throughput, {name} model ({sizes['layers']} layers, width "
+            f"{sizes['width']}), context {context}, window {window}, batch {batch}, on {device}:"
+        )
+        ids = torch.randint(0, 1000, (batch, context), device=device)
+        for backend in available_backends(device):
+            if backend == "flex" and device.type != "cuda":
+                continue
+            model = bench_model(context=context, window=window, **sizes).to(device).train()
+            model.set_backend(backend)
+            try:
+                seconds = time_training(model, ids, device, 10 if device.type == "cuda" else 3)
+            except Exception as e:  # one backend failing must not hide the others' figures
+                print(f"  {backend:10s} FAILED: {type(e).__name__}: {str(e)[:200]}")
+                continue
+            tokens_per_s = batch * context / seconds
+            arch = model.arch
+            # 6·N per token for the weights, + 12·layers·width·window for attention scores
+            flops = 6 * model.num_params() + 12 * arch.layers * arch.width * arch.window
+            line = f"  {backend:10s} {tokens_per_s:10.0f} tokens/s"
+            if peak := peak_flops(device):
+                mfu = tokens_per_s * flops / peak
+                line += f"   MFU {mfu:.1%} (of {peak / 1e12:.0f} TFLOP/s bf16)"
+            print(line, flush=True)
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def part_generate(device: torch.device, tiny: bool) -> None:
