@@ -10,7 +10,8 @@
 # (sdpa, flex, flash-attn where importable) for the bench's model and the GPU recipe's, and
 # KV-cached generation tokens/s. Library functions only: no MLflow, no DVC, no data.
 #
-# The device image has torch but not pydantic (willie.config) and cannot download: carry the
+# The device image has torch but not pydantic (willie.config) or PyAV (willie.data.video, which
+# the tokenizer's stage module imports) and cannot download: carry the
 # wheels in the git-ignored .whl/ (README, "Scale: GPUs"); they are installed first where
 # pydantic is missing.
 set -uo pipefail
