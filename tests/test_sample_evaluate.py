@@ -93,6 +93,21 @@ def test_samples_are_reproducible_from_their_seed(project: Path, tmp_path: Path)
     ).read_bytes()
 
 
+def test_the_opening_settings_draw_the_first_latent_frame_and_are_recorded(
+    project: Path, tmp_path: Path
+) -> None:
+    sample_in(project, tmp_path / "default", num_clips=1, temperature=1.0)
+    sample_in(project, tmp_path / "same", num_clips=1, temperature=1.0, opening_temperature=1.0)
+    sample_in(project, tmp_path / "cold", num_clips=1, temperature=1.0, opening_temperature=0.05)
+    gif = "uncond_000.gif"
+    # the opening's own sampler at the same settings draws exactly what the default draws
+    assert (tmp_path / "default" / gif).read_bytes() == (tmp_path / "same" / gif).read_bytes()
+    assert (tmp_path / "default" / gif).read_bytes() != (tmp_path / "cold" / gif).read_bytes()
+    index = json.loads((tmp_path / "cold/samples.json").read_text())
+    settings = index["samples"][0]["settings"]
+    assert settings["opening_temperature"] == 0.05 and settings["opening_top_p"] == 1.0
+
+
 def test_bad_sample_settings_are_clear_errors(project: Path, tmp_path: Path) -> None:
     with pytest.raises(WillieError, match="num_clips = 0: must be ≥ 1"):
         parse_section("sample", {"num_clips": 0}, SampleConfig)

@@ -24,7 +24,7 @@ from willie.transformer.attention import (
 )
 from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import ScoringWindows, TokenStreams, TokenWindows, chain_clips
-from willie.transformer.generate import generate, generate_uncached, sampler
+from willie.transformer.generate import generate, generate_uncached, greedy, sampler
 from willie.transformer.model import IGNORE, TokenTransformer, TransformerArch, load_transformer
 from willie.transformer.train import corrupt, own_draws, train_transformer
 
@@ -265,6 +265,23 @@ def test_sampler_respects_top_k_and_top_p():
     assert set(sampler(top_p=0.5, generator=g)(logits).tolist()) == {0}
     seeded = [sampler(generator=torch.Generator().manual_seed(7))(logits) for _ in range(2)]
     assert torch.equal(*seeded)
+
+
+def test_the_opening_pick_draws_only_the_positions_before_its_end():
+    torch.manual_seed(1)
+    model = TokenTransformer(tiny_arch()).eval()
+    prompt = torch.tensor([[24], [24]])
+    greedy_all = generate(model, prompt, 12)
+    hot = sampler(temperature=50.0, generator=torch.Generator().manual_seed(3))
+    opened = generate(model, prompt, 12, hot, opening=(5, greedy))
+    # positions 1-4 are the greedy ones (BOS at 0); from 5 on the hot sampler draws
+    assert torch.equal(opened[:, :5], greedy_all[:, :5])
+    assert not torch.equal(opened[:, 5:], greedy_all[:, 5:])
+    # without an opening the same sampler draws those first positions too
+    plain = generate(
+        model, prompt, 12, sampler(temperature=50.0, generator=torch.Generator().manual_seed(3))
+    )
+    assert not torch.equal(plain[:, :5], greedy_all[:, :5])
 
 
 def test_clips_chain_where_one_ends_and_the_next_begins():

@@ -464,6 +464,12 @@ class SampleConfig(Section):
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(0, ge=0, description="0: off")
     top_p: float = Field(1.0, gt=0, le=1)
+    opening_temperature: float | None = Field(
+        None, gt=0, description="the stream's first latent frame (the anchor); null: temperature"
+    )
+    opening_top_p: float | None = Field(
+        None, gt=0, le=1, description="the stream's first latent frame; null: top_p"
+    )
     seed: int = Field(0, ge=0)
     fps: float = Field(24.0, gt=0)
     upscale: bool = Field(True, description="run the super-resolution model on the samples")

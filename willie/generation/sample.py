@@ -279,11 +279,20 @@ def run_sample(
         ]
     )  # [B, longest]
     bos_column = torch.full((len(forced), 1), models.transformer.arch.bos, device=device)
+    generator = torch.Generator().manual_seed(cfg.seed)
     pick = sampler(
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        top_p=cfg.top_p,
-        generator=torch.Generator().manual_seed(cfg.seed),
+        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, generator=generator
+    )
+    # The first latent frame (after BOS) is the anchor every later frame looks back to: an
+    # unconditional sample's is drawn with its own settings (a continuation's is its prompt).
+    opening = (
+        1 + per_frame,
+        sampler(
+            temperature=cfg.opening_temperature or cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.opening_top_p or cfg.top_p,
+            generator=generator,
+        ),
     )
     samples: list[Sample] = []
     started = time.perf_counter()
@@ -297,6 +306,7 @@ def run_sample(
             pick,
             progress=lambda _: advance(rows),
             forced=forced,
+            opening=opening,
         )  # [B, 1 + total_latent · period]
         token_seconds = time.perf_counter() - started
     batch_row = 0
@@ -315,6 +325,8 @@ def run_sample(
                 "temperature": cfg.temperature,
                 "top_k": cfg.top_k,
                 "top_p": cfg.top_p,
+                "opening_temperature": cfg.opening_temperature or cfg.temperature,
+                "opening_top_p": cfg.opening_top_p or cfg.top_p,
                 **group.where[row],
                 "tokens": int(tokens.shape[1] - 1),
                 "tokens_per_s": round(new * rows / token_seconds, 1),

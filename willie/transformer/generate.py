@@ -57,6 +57,7 @@ def generate(
     pick: Pick = greedy,
     progress: Progress | None = None,
     forced: Tensor | None = None,
+    opening: tuple[int, Pick] | None = None,
 ) -> Tensor:
     """prompt [B, P] (BOS first) -> [B, P + new_tokens], decoding from a rolling KV cache.
 
@@ -64,6 +65,8 @@ def generate(
     flat however far past the training context the sequence runs. `forced` [B, F] (F ≤
     new_tokens; −1 where free) fixes tokens after the prompt: rows with prompts of different
     lengths share one batch, each taking its own prompt's tokens until they run out.
+    `opening` (end, pick) draws the sequence's positions before `end` (BOS at 0) with its own
+    pick: e.g. the stream's first latent frame, the anchor every later frame looks back to.
     """
     B, P = prompt.shape
     # Preallocated: thousands of tiny live tensors would pin freed heap memory (RSS creep).
@@ -75,7 +78,8 @@ def generate(
     h = model.hidden(prompt, 0, caches, before)[:, -1]  # prefill: [B, C]
     for i in range(new_tokens):
         before = _frame_before(model, tokens, P + i)  # [B, K]: its place in the frames before
-        chosen = model.sample_next(h, pick, before, layout.is_audio(P + i))  # [B]
+        now = opening[1] if opening is not None and P + i < opening[0] else pick
+        chosen = model.sample_next(h, now, before, layout.is_audio(P + i))  # [B]
         if forced is not None and i < forced.shape[1]:
             chosen = torch.where(forced[:, i] >= 0, forced[:, i], chosen)
         tokens[:, P + i] = chosen
