@@ -285,12 +285,14 @@ def run_sample(
     )
     # The first latent frame (after BOS) is the anchor every later frame looks back to: an
     # unconditional sample's is drawn with its own settings (a continuation's is its prompt).
+    opening_temperature = cfg.opening_temperature or cfg.temperature
+    opening_top_p = cfg.opening_top_p or cfg.top_p
     opening = (
         1 + per_frame,
         sampler(
-            temperature=cfg.opening_temperature or cfg.temperature,
+            temperature=opening_temperature,
             top_k=cfg.top_k,
-            top_p=cfg.opening_top_p or cfg.top_p,
+            top_p=opening_top_p,
             generator=generator,
         ),
     )
@@ -325,8 +327,8 @@ def run_sample(
                 "temperature": cfg.temperature,
                 "top_k": cfg.top_k,
                 "top_p": cfg.top_p,
-                "opening_temperature": cfg.opening_temperature or cfg.temperature,
-                "opening_top_p": cfg.opening_top_p or cfg.top_p,
+                "opening_temperature": opening_temperature,
+                "opening_top_p": opening_top_p,
                 **group.where[row],
                 "tokens": int(tokens.shape[1] - 1),
                 "tokens_per_s": round(new * rows / token_seconds, 1),
