@@ -52,6 +52,7 @@ TRAINING = {
     "ema": 0.0,  # EMA decay of the evaluated weights; 0: the live weights
     "batch": 2,
     "seed": None,  # another seed for this variant (noise level); default: the job's
+    "synthetic": 0.0,  # share of training clips drawn from the synthetic cartoon instead
 }
 ARCH_BASE = {"channels": 32, "channel_mults": (1, 2, 2, 4), "patch_size": 2, "levels": (8, 5, 5, 5)}
 
@@ -129,6 +130,7 @@ def run_one(job: dict) -> dict:
     unseen = torch.from_numpy(shots[job["test"]])
     arch_kw, train_kw = parse_variant(job["variant"])
     opts = TRAINING | train_kw
+    cartoon = torch.from_numpy(np.load(job["synthetic"])["clips"]) if opts["synthetic"] else None
     if opts["seed"] is not None:
         job = job | {"seed": opts["seed"]}
     torch.manual_seed(job["seed"])
@@ -154,10 +156,17 @@ def run_one(job: dict) -> dict:
 
     order = np.random.default_rng(job["seed"]).integers(0, len(train), (total, opts["batch"]))
     gen = torch.Generator().manual_seed(job["seed"])
+    # the synthetic draws come from their own generator: the real clips' order stays the same
+    mix = np.random.default_rng(job["seed"] + 1)
     rows, seconds = [], 0.0
     for step in range(total):
         start = time.perf_counter()
-        batch = augment(train[torch.from_numpy(order[step])], opts, gen).to(device)
+        batch = train[torch.from_numpy(order[step])]
+        if cartoon is not None:
+            swap = torch.from_numpy(mix.random(len(batch)) < opts["synthetic"])
+            drawn = cartoon[torch.from_numpy(mix.integers(0, len(cartoon), len(batch)))]
+            batch = torch.where(swap[:, None, None, None, None], drawn, batch)
+        batch = augment(batch, opts, gen).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         recon, _, _ = model(batch)
@@ -213,6 +222,27 @@ def load_shots(path: Path) -> Path:
     return path
 
 
+def load_synthetic(path: Path, seconds: float = 60.0, seed: int = 1) -> Path:
+    """Clips of the synthetic cartoon (willie.data.synthetic, `seconds` long, its own `seed`),
+    through the preprocess stage's code, as an .npz (made once)."""
+    if not path.is_file():
+        import tempfile
+
+        from _shots import all_clips
+
+        from willie.data.synthetic import render_synthetic_film
+
+        with tempfile.TemporaryDirectory() as tmp:
+            film = Path(tmp) / "synthetic.mp4"
+            render_synthetic_film(film, seed=seed, seconds=seconds)
+            clips = all_clips(film, 64, 8, Path(tmp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = path.with_suffix(".tmp.npz")
+        np.savez(tmp_path, clips=clips.numpy())
+        tmp_path.replace(path)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variants", nargs="+")
@@ -223,11 +253,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads per run (default: CPUs / jobs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--shots", type=Path, default=Path(__file__).parent / ".runs/shots64.npz")
+    parser.add_argument(
+        "--synthetic",
+        type=Path,
+        default=Path(__file__).parent / ".runs/synthetic64.npz",
+        help="the synthetic cartoon's clips, for variants with synthetic=<share>",
+    )
     parser.add_argument("--out", type=Path, help="JSON lines of every row")
     args = parser.parse_args()
     for v in args.variants:
         parse_variant(v)
     shots = load_shots(args.shots)
+    if any(parse_variant(v)[1].get("synthetic") for v in args.variants):
+        load_synthetic(args.synthetic)
     directions = list(DIRECTIONS) if args.direction == "both" else [args.direction]
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     jobs = [
@@ -240,6 +278,7 @@ def main() -> None:
             "device": args.device,
             "threads": threads,
             "shots": str(shots),
+            "synthetic": str(args.synthetic),
             "seed": seed,
         }
         for v in args.variants

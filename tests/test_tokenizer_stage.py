@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from tests.conftest import synthetic_raw_dir
 from willie.cli import app
 from willie.config import PreprocessConfig, TokenizerConfig
+from willie.data.cartoon_prior import Mixture, cartoon_clips
 from willie.data.dataset import ClipDataset
 from willie.data.preprocess import run_preprocess
 from willie.errors import WillieError
@@ -206,3 +208,43 @@ def test_augmentation_shifts_each_clip_by_its_own_offset_with_reflected_borders(
 def test_shift_must_stay_inside_the_frame() -> None:
     with pytest.raises(ValueError, match=r"tokenizer\.shift"):
         TokenizerConfig(size=16, shift=8)
+
+
+def test_a_mixture_keeps_its_share_and_every_extra_clip() -> None:
+    real = [torch.full((1,), float(i)) for i in range(10)]
+    extra = torch.arange(100, 130, dtype=torch.float32)[:, None]  # 30 extra clips
+    mix = Mixture(real, extra, 0.25)
+    items = torch.cat([mix[i] for i in range(len(mix))])
+    drawn = items[items >= 100]
+    assert mix.share == pytest.approx(0.25, abs=0.01)
+    assert set(drawn.tolist()) == set(range(100, 130)), "every extra clip is drawn"
+    assert set(items[items < 100].tolist()) == set(range(10))
+    # A large real set repeats the extra clips instead.
+    many = Mixture([torch.zeros(1)] * 1000, extra, 0.25)
+    assert many.share == pytest.approx(0.25, abs=0.01) and len(many) == 1333
+    with pytest.raises(ValueError, match="share"):
+        Mixture(real, extra, 1.0)
+
+
+def test_the_cartoon_is_cut_and_framed_like_the_real_clips(clips: Path) -> None:
+    like = ClipDataset(clips, "train", size=16)
+    cartoon = cartoon_clips(like, clips, seconds=2, seed=11)
+    assert cartoon.shape[1:] == (1, 9, 16, 16) and len(cartoon) >= 2
+    assert -1 <= float(cartoon.min()) < 0 < float(cartoon.max()) <= 1
+
+
+def test_the_cartoon_may_not_be_the_synthetic_corpus_itself(clips: Path, tmp_path: Path) -> None:
+    copied = tmp_path / "clips"
+    shutil.copytree(clips, copied)
+    manifest = json.loads((copied / "manifest.json").read_text())
+    manifest["source"] |= {"source": "synthetic", "seed": 11}
+    (copied / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(WillieError, match="synthetic_seed"):
+        cartoon_clips(ClipDataset(copied, "train"), copied, seconds=2, seed=11)
+
+
+def test_training_with_the_cartoon_reports_its_share(clips: Path, tmp_path: Path) -> None:
+    cfg = TokenizerConfig(**TINY, synthetic=0.5, synthetic_seconds=2, synthetic_seed=11)
+    metrics = train_tokenizer(cfg, clips, tmp_path / "tokenizer")
+    assert metrics["cartoon_clips"] >= 2 and 0.3 < metrics["cartoon_share"] < 0.7
+    assert "synthetic cartoon (seed 11)" in (tmp_path / "tokenizer" / "MODEL_CARD.md").read_text()

@@ -242,6 +242,20 @@ class TokenizerConfig(TrainingSection):
         description="`tokenize`: extra tokenizations of the train split for the transformer, "
         "each the whole footage mirrored and/or shifted (≤ shift px)",
     )
+    synthetic: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of the training clips drawn from the synthetic cartoon (another "
+        "film of the same world, `willie.data.cartoon_prior`): ink lines and shapes in many "
+        "arrangements, for footage the tokenizer never saw; 0: off",
+    )
+    synthetic_seconds: float = Field(
+        60.0, gt=0, le=3600, description="length of that cartoon (rendered at each training)"
+    )
+    synthetic_seed: int = Field(
+        1001, ge=0, description="its seed: keep it apart from data.seed (checked)"
+    )
     disc_start: int = Field(
         500, ge=0, description="step at which the discriminator starts training"
     )

@@ -368,6 +368,7 @@ def run_preprocess(
         manifest = {
             "source": {
                 "source": raw_manifest.get("source"),
+                "seed": raw_manifest.get("seed"),  # the synthetic film's; None for files
                 "files": [f["file"] for f in raw_files],
                 "sha256": [f.get("sha256") for f in raw_files],
             },

@@ -5,6 +5,8 @@ Per optimizer step (the engine handles devices, DDP, accumulation, EMA and check
      weighted by `adv_weight` × VQGAN's adaptive gradient-norm ratio when `adaptive_weight`);
   D (from `disc_start`): hinge loss on real clips vs detached reconstructions, + LeCAM
      regularization, + lazy R1 penalty on real clips every `r1_every` steps.
+With `synthetic` > 0 that share of the batches' clips comes from the synthetic cartoon
+(`willie.data.cartoon_prior`); the train measures stay on the real training clips.
 The published model is the EMA of the generator's weights.
 """
 
@@ -16,10 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from willie.atomic import read_json
 from willie.checksums import file_checksums
 from willie.config import TokenizerConfig
+from willie.data.cartoon_prior import Mixture, cartoon_clips
 from willie.data.dataset import ClipDataset
 from willie.data.video import write_gif
 from willie.errors import WillieError
@@ -57,10 +61,16 @@ def architecture(cfg: TokenizerConfig) -> TokenizerArch:
 
 def model_card(cfg: TokenizerConfig, arch: TokenizerArch, metrics: dict, data: dict) -> str:
     latent = cfg.size // arch.spatial_downsample
+    extra = (
+        f" About {cfg.synthetic:.0%} of the training clips came from {cfg.synthetic_seconds:g} s"
+        f" of the project's synthetic cartoon (seed {cfg.synthetic_seed})."
+        if cfg.synthetic
+        else ""
+    )
     about = f"""A MAGVIT-v2-style causal 3D-CNN video tokenizer with FSQ
 ({" × ".join(map(str, arch.levels))} = {int(np.prod(arch.levels))} codes), trained VQGAN-style on
 grayscale clips of *Steamboat Willie*. Input: [B, 1, 1 + 4k, {cfg.size}, {cfg.size}] in [-1, 1];
-tokens: [B, 1 + k, {latent}, {latent}]. Weights are the EMA of the generator."""
+tokens: [B, 1 + k, {latent}, {latent}]. Weights are the EMA of the generator.{extra}"""
     use = """from willie.tokenizer import load_tokenizer
 tokenizer = load_tokenizer("stages/tokenizer")
 indices = tokenizer.encode(video)      # [B, 1, T, H, W] → [B, t, h, w]
@@ -93,6 +103,12 @@ def train_tokenizer(
         model.latent_shape(*train_set.clip_shape)
     except ValueError as e:
         raise WillieError(f"the clips do not fit the tokenizer: {e}") from None
+    fed: Dataset[torch.Tensor] = train_set
+    if cfg.synthetic:
+        cartoon = cartoon_clips(
+            train_set, clips_dir, seconds=cfg.synthetic_seconds, seed=cfg.synthetic_seed
+        )
+        fed = Mixture(train_set, cartoon, cfg.synthetic)
     manifest_sha = file_checksums(clips_dir / "manifest.json").sha256
     fingerprinted = cfg.identity()
     engine = Engine(
@@ -110,7 +126,7 @@ def train_tokenizer(
     ema = engine.ema("tokenizer_ema", tokenizer)
     engine.track("lecam", lecam)
     engine.resume()
-    batches = engine.batches(train_set)
+    batches = engine.batches(fed)  # the real clips, and the cartoon's where synthetic > 0
 
     def train_step(step: int) -> dict[str, float]:
         tokenizer.train()
@@ -207,6 +223,8 @@ def train_tokenizer(
     }
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["steps"] = engine.step
+    if isinstance(fed, Mixture):  # train_* above: the real training clips only
+        metrics |= {"cartoon_clips": len(fed.extra_index), "cartoon_share": round(fed.share, 3)}
     if engine.is_main:
         clips_manifest = read_json(clips_dir / "manifest.json")
         config = {
