@@ -46,11 +46,6 @@ def _clips_by_scene(video: Path, size: int, stride: int, workdir: Path) -> dict[
     return {scene: torch.stack(clips) for scene, clips in sorted(by_scene.items())}
 
 
-def all_clips(video: Path, size: int, stride: int, workdir: Path) -> torch.Tensor:
-    """[N, 1, 17, size, size] in [-1, 1]: every clip of one video, its scenes in order."""
-    return torch.cat(list(_clips_by_scene(video, size, stride, workdir).values()))
-
-
 def shot_clips(size: int = 64, stride: int = 8) -> dict[str, torch.Tensor]:
     """{"boat": [N, 1, 17, H, W], "wheel": [M, 1, 17, H, W]} in [-1, 1], in time order."""
     for path in (OPENING, FIRST_SHOTS):

@@ -226,16 +226,11 @@ def load_synthetic(path: Path, seconds: float = 60.0, seed: int = 1) -> Path:
     """Clips of the synthetic cartoon (willie.data.synthetic, `seconds` long, its own `seed`),
     through the preprocess stage's code, as an .npz (made once)."""
     if not path.is_file():
-        import tempfile
+        from willie.config import PreprocessConfig
+        from willie.data.cartoon_prior import render_clips
 
-        from _shots import all_clips
-
-        from willie.data.synthetic import render_synthetic_film
-
-        with tempfile.TemporaryDirectory() as tmp:
-            film = Path(tmp) / "synthetic.mp4"
-            render_synthetic_film(film, seed=seed, seconds=seconds)
-            clips = all_clips(film, 64, 8, Path(tmp))
+        settings = PreprocessConfig(size=64, stride=8)  # as bench/_shots.py cuts the film
+        clips = render_clips(settings, (64, 64), seconds=seconds, seed=seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp_path = path.with_suffix(".tmp.npz")
         np.savez(tmp_path, clips=clips.numpy())

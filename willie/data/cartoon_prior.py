@@ -42,17 +42,31 @@ def cartoon_clips(like: ClipDataset, clips_dir: Path, *, seconds: float, seed: i
             "another tokenizer.synthetic_seed"
         )
     frames, height, width = like.shards.clip_shape
+    settings = PreprocessConfig(
+        size=(height, width), clip_frames=frames, stride=int(source["stride"])
+    )
+    return render_clips(settings, like.size, seconds=seconds, seed=seed)
+
+
+def render_clips(
+    settings: PreprocessConfig, size: tuple[int, int], *, seconds: float, seed: int
+) -> torch.Tensor:
+    """[N, 1, T, h, w] in [-1, 1]: every clip (train and val alike, by scene, in time order)
+    of `seconds` of the cartoon drawn with `seed`, through the preprocess stage with
+    `settings`, read at `size`."""
     with tempfile.TemporaryDirectory(prefix="willie-cartoon-") as tmp:
         raw, out = Path(tmp) / "raw", Path(tmp) / "clips"
         raw.mkdir()
         render_synthetic_film(raw / "cartoon.mp4", seed=seed, seconds=seconds)
         write_json(raw / "manifest.json", manifest_of(raw, ["cartoon.mp4"]))
-        settings = PreprocessConfig(
-            size=(height, width), clip_frames=frames, stride=int(source["stride"])
-        )
         run_preprocess(settings, raw, out)
-        sets = [ClipDataset(out, split, size=like.size) for split in SPLITS]
-        return torch.stack([s[i] for s in sets for i in range(len(s))])  # type: ignore[misc]
+        items = [
+            (int(scene), d, i)
+            for d in (ClipDataset(out, split, size=size) for split in SPLITS)
+            for i, scene in enumerate(d.shards.scene.tolist())
+        ]
+        items.sort(key=lambda item: item[0])  # stable: by scene, each in time order
+        return torch.stack([d[i] for _, d, i in items])  # type: ignore[misc]
 
 
 class Mixture(Dataset[torch.Tensor]):
