@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from willie.config import load_section
 from willie.data import ClipDataset
 from willie.data.video import probe
 
@@ -153,7 +155,8 @@ def test_dvc_repro_runs_every_stage(project: tuple[Path, dict[str, str]]) -> Non
     assert "metrics/preprocess.json" in json.dumps(shown)
 
     tokenizer = json.loads((root / "metrics/tokenizer.json").read_text())
-    assert tokenizer["codebook_size"] == 1000 and "psnr" in tokenizer
+    levels = load_section("tokenizer", root / "params.yaml").fsq_levels
+    assert tokenizer["codebook_size"] == math.prod(levels) and "psnr" in tokenizer
     assert (root / "stages/tokenizer/model.safetensors").is_file()
     tokens = json.loads((root / "data/tokens/manifest.json").read_text())
     assert tokens["latent_shape"] == [3, 4, 4]
@@ -262,6 +265,7 @@ def test_levels_experiment_reruns_exactly_the_stages_downstream_of_the_tokenizer
         assert f"Running stage '{stage}'" not in output
     latest = runs_by_stage(root)["train_tokenizer"][-1]  # logged to the real workspace
     assert latest.data.tags["dvc_exp_name"] == "levels4"
-    assert latest.data.metrics["codebook_size"] == 4**4
+    codebook = 4 ** load_section("tokenizer", root / "params.yaml").fsq_dims  # an int: × fsq_dims
+    assert latest.data.metrics["codebook_size"] == codebook
     shown = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], root, env)))
-    assert '"codebook_size": 256' in shown and "latent_frechet" in shown
+    assert f'"codebook_size": {codebook}' in shown and "latent_frechet" in shown
