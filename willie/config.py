@@ -334,6 +334,11 @@ class TransformerConfig(TrainingSection):
         description="feed each prediction the token at its place in the stream's first latent "
         "frame (the scene's, or the prompt's): a still background to return to",
     )
+    frame_positions: bool = Field(
+        False,
+        description="add a learned vector for the place in its latent frame that each input "
+        "predicts (row and column, or sound slot): the scene's first frame knows where it draws",
+    )
     restarts: bool = Field(
         True, description="also train on every clip from the scene-start token (beginnings)"
     )

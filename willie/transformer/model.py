@@ -3,7 +3,8 @@
     ids [B, L] (codes 0..V-1, BOS = V: the scene-start token, and with sound the audio symbols
     V+1..V+A: willie.transformer.layout)
       → TokenEmbedding: the sum of one small table per FSQ dimension (11^5 codes: 5×11 rows);
-        one table row per audio symbol
+        one table row per audio symbol; with `frame_positions`, plus a learned vector for the
+        place in its latent frame that the input predicts (row and column, or sound slot)
       → layers × Block: pre-RMSNorm, ALiBi causal sliding-window attention, SwiGLU MLP
       → RMSNorm → head:
           joint       one softmax over the V codes (small codebooks)
@@ -15,7 +16,9 @@
 
 No learned absolute positions: ALiBi biases make attention depend on distance only, and the
 window bounds it, so the model runs on sequences longer than it was trained on and decodes
-from a rolling KV cache of `window` entries (memory and per-token time stay flat).
+from a rolling KV cache of `window` entries (memory and per-token time stay flat). The place
+in the latent frame (`frame_positions`) repeats every period, so it bounds nothing: it tells
+a token of the scene's first frame, which has no frames before to look at, where it is drawn.
 `positions="learned"` exists as the baseline that shows why (bench/bench_transformer.py).
 """
 
@@ -66,6 +69,11 @@ class TransformerArch(ArtifactArch):
     # scene's first frame, or the prompt's), however far back: an anchor that a still
     # background can return to after the attention window and the frames before have passed.
     anchor: bool = False
+    # A learned vector per place in the stream's period (video_tokens in raster order, then the
+    # sound's), added to each input for the place its target takes: ALiBi tells distances only,
+    # so without it the scene's first latent frame (no frames before, no anchor yet) does not
+    # know which row and column it draws, and comes out as texture.
+    frame_positions: bool = False
     # Tokens per row of the latent frame (w); > 0 feeds every prediction the token above its
     # place in the same latent frame (drawn already: raster order), which attention alone
     # reaches only w tokens back: the digits of a line or an edge continue down the frame.
@@ -94,6 +102,8 @@ class TransformerArch(ArtifactArch):
             )
         if self.anchor and self.video_tokens <= 0:
             raise WillieError("an anchor needs the stream's layout (video_tokens > 0)")
+        if self.frame_positions and self.video_tokens <= 0:
+            raise WillieError("frame positions need the stream's layout (video_tokens > 0)")
         rows = self.row_tokens and (self.video_tokens <= 0 or self.video_tokens % self.row_tokens)
         if self.row_tokens < 0 or rows:
             raise WillieError(
@@ -341,6 +351,9 @@ class TokenTransformer(nn.Module):
         self.positions = (
             nn.Embedding(2 * arch.context, arch.width) if arch.positions == "learned" else None
         )
+        self.frame_positions = (
+            nn.Embedding(arch.layout.period, arch.width) if arch.frame_positions else None
+        )
         self.blocks = nn.ModuleList(Block(arch) for _ in range(arch.layers))
         self.norm = nn.RMSNorm(arch.width)
         if arch.head == "factorized":
@@ -402,14 +415,21 @@ class TokenTransformer(nn.Module):
         start: int = 0,
         caches: list[KVCache] | None = None,
         before: Tensor | None = None,
+        slots: Tensor | None = None,
     ) -> Tensor:
         """ids [B, L] at positions start.. -> final hidden states [B, L, C].
 
         before [B, L, K]: `frame_before` of the ids; computed from them when None, which is
         right where they start the sequence or a training window (not for one decoded token).
+        slots [B, L] or [L]: each target's place in its period (`StreamLayout.slots`), for
+        `frame_positions`; when None, those of a stream whose BOS is at position 0.
         """
         pos = torch.arange(start, start + ids.shape[1], device=ids.device)
         x = self.embed(ids)
+        if self.frame_positions is not None:
+            if slots is None:
+                slots = self.arch.layout.slots(start, ids.shape[1], ids.device)
+            x = x + self.frame_positions(slots)
         if len(self.embed_before):
             before = self.frame_before(ids) if before is None else before
             for k, embed in enumerate(self.embed_before):
@@ -436,7 +456,7 @@ class TokenTransformer(nn.Module):
         slots [B, L] (`frame_before`) -> per kind of target ("video", and with sound "audio"
         and its subset "sound": the audio targets that are not NOSOUND): (summed nats, count)."""
         before = self.frame_before(ids, anchors, slots)
-        h = self.hidden(ids, before=before)
+        h = self.hidden(ids, before=before, slots=slots)
         audio = targets > self.arch.bos
         video_targets = targets.masked_fill(audio, IGNORE)
         count = (video_targets != IGNORE).sum()

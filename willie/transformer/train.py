@@ -45,6 +45,7 @@ def architecture(cfg: TransformerConfig, manifest: TokenManifest) -> Transformer
         frame_tokens=layout.period if cfg.previous_frames else 0,
         frame_history=max(1, cfg.previous_frames),
         anchor=cfg.anchor,
+        frame_positions=cfg.frame_positions,
         row_tokens=manifest.latent_shape[2] if cfg.row_above else 0,
         video_tokens=layout.video,
         audio_tokens=layout.audio,
@@ -73,7 +74,7 @@ def own_draws(
     model then learns from holds the mistakes its samples make, not only uniform noise, and
     the targets stay real, so it learns to pull a drifting picture back to the film."""
     before = model.frame_before(ids, anchors, slots)
-    h = model.hidden(ids, before=before)  # [B, L, C]
+    h = model.hidden(ids, before=before, slots=slots)  # [B, L, C]
     video = (targets != IGNORE) & (targets < model.arch.bos)  # the position predicts a code
     replace = video[:, :-1] & (torch.rand(video[:, :-1].shape, device=ids.device) < share)
 
