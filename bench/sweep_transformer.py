@@ -153,6 +153,8 @@ def main() -> None:
             "val_bits": metrics["val_bits_per_token"],
             "best_step": metrics["best_step"],
             "probe_realism": metrics.get("val_realism", float("nan")),
+            "probe_uncond": metrics.get("val_realism_unconditional", float("nan")),
+            "probe_cont": metrics.get("val_realism_continuation", float("nan")),
             "train_s": seconds,
         }
         for temperature in args.temperatures or [sample_kw["temperature"]]:

@@ -85,3 +85,19 @@ def test_probe_motion_penalizes_frozen_and_flickering_samples() -> None:
     assert ProbeScore(0.4, 0.0).realism_in_motion == 0.0
     # a frozen step loses to one that moves, though it scores higher on realism alone
     assert ProbeScore(0.30, 0.14).realism_in_motion < ProbeScore(0.28, 0.5).realism_in_motion
+
+
+def test_worst_kind_prefers_a_step_that_draws_both_kinds() -> None:
+    """worst_kind_motion: a step that continues a prompt well but draws texture from nothing
+    loses to one whose two kinds both look like the film, though their means are equal —
+    the two steps realism_motion cannot tell apart (README: the scene's first frame)."""
+    from willie.transformer.selection import ProbeScore
+
+    early = ProbeScore(0.35, 1.0, unconditional=0.20, continuation=0.50)
+    late = ProbeScore(0.35, 1.0, unconditional=0.32, continuation=0.38)
+    assert early.criterion("realism_motion") == late.criterion("realism_motion")
+    assert late.criterion("worst_kind_motion") > early.criterion("worst_kind_motion")
+    assert late.criterion("worst_kind_motion") == pytest.approx(0.32)
+    frozen = ProbeScore(0.40, 0.1, unconditional=0.40, continuation=0.40)  # motion still counts
+    assert frozen.criterion("worst_kind_motion") == pytest.approx(0.08)
+    assert early.criterion("realism") == 0.35

@@ -363,11 +363,12 @@ class TransformerConfig(TrainingSection):
         "`tokenize` made some: the corpus has a soundtrack)",
     )
     eval_windows: int = Field(64, ge=1, description="val windows for bits/token")
-    select: Literal["realism_motion", "realism", "val_bits"] = Field(
+    select: Literal["realism_motion", "worst_kind_motion", "realism", "val_bits"] = Field(
         "realism_motion",
         description="publish the evaluated step whose probe samples score best on realism "
-        "while moving like the film (realism_motion), on realism alone, or the one with the "
-        "lowest val bits/token",
+        "while moving like the film (realism_motion), on the realism of the worse kind, "
+        "unconditional or continued, while moving (worst_kind_motion), on realism alone, or "
+        "the one with the lowest val bits/token",
     )
     select_samples: int = Field(
         4, ge=1, description="realism probe: unconditional samples, and as many continuations"

@@ -429,7 +429,7 @@ class TokenTransformer(nn.Module):
         if self.frame_positions is not None:
             if slots is None:
                 slots = self.arch.layout.slots(start, ids.shape[1], ids.device)
-            x = x + self.frame_positions(slots)
+            x = x + self.frame_positions(slots)  # [B or 1, L, C]
         if len(self.embed_before):
             before = self.frame_before(ids) if before is None else before
             for k, embed in enumerate(self.embed_before):

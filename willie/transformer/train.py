@@ -110,14 +110,16 @@ class BestWeights:
 
 
 class Curves:
-    """Train and val loss (and val realism) per logged step; checkpointed with the run, so a
-    resume keeps them."""
+    """Train and val loss (and val realism: all probe samples, the unconditional ones, the
+    continuations) per logged step; checkpointed with the run, so a resume keeps them."""
+
+    REALISM = ("realism", "unconditional", "continuation")
 
     def __init__(self) -> None:
         self.rows: dict[str, list[list[float]]] = {"train": [], "val": [], "realism": []}
 
-    def add(self, curve: str, step: int, value: float) -> None:
-        self.rows.setdefault(curve, []).append([float(step), value])
+    def add(self, curve: str, step: int, *values: float) -> None:
+        self.rows.setdefault(curve, []).append([float(step), *values])
 
     def write(self, plots_dir: Path) -> None:
         """The loss curves (CSV each, one PNG of both) and the probe's realism (CSV + PNG)."""
@@ -132,8 +134,8 @@ class Curves:
             plots_dir,
             "transformer_val_realism",
             "Realism of the probe samples at each evaluation (the published step: the best)",
-            ["step", "realism"],
-            [[int(step), round(value, 5)] for step, value in self.rows.get("realism", [])],
+            ["step", *self.REALISM],
+            [[int(row[0]), *(round(v, 5) for v in row[1:])] for row in self.rows["realism"]],
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -141,6 +143,8 @@ class Curves:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rows = state["rows"]
+        width = 1 + len(self.REALISM)  # a checkpoint from before the kinds: NaN for them
+        self.rows["realism"] = [r + [math.nan] * (width - len(r)) for r in self.rows["realism"]]
 
 
 def model_card(cfg: TransformerConfig, arch: TransformerArch, metrics: dict, backend: str) -> str:
@@ -185,7 +189,8 @@ def train_transformer(
         if "val_all_bits_per_token" in values:  # the same tokens as the training loss
             curves.add("val", step, values["val_all_bits_per_token"])
         if "val_realism" in values:
-            curves.add("realism", step, values["val_realism"])
+            kinds = ("val_realism", "val_realism_unconditional", "val_realism_continuation")
+            curves.add("realism", step, *(values[k] for k in kinds))
         if log is not None:
             log(values, step)
 
@@ -203,7 +208,7 @@ def train_transformer(
     ema = engine.ema("transformer_ema", net)
     best = BestWeights()
     probe = None
-    if cfg.select in ("realism", "realism_motion"):
+    if cfg.select != "val_bits":
         probe = RealismProbe(
             Path(tokenizer_dir),
             Path(clips_dir),
@@ -273,11 +278,12 @@ def train_transformer(
             score = probe.score(ema.module)
             evaluations[step] |= {
                 "val_realism": score.realism,
+                "val_realism_unconditional": score.unconditional,
+                "val_realism_continuation": score.continuation,
                 "val_motion": score.motion,
                 "val_realism_in_motion": score.realism_in_motion,
             }
-            criterion = score.realism_in_motion if cfg.select == "realism_motion" else score.realism
-            best.offer(-criterion, step, ema.module)
+            best.offer(-score.criterion(cfg.select), step, ema.module)
         else:
             best.offer(at_1x["all"][0], step, ema.module)
         return evaluations[step]
