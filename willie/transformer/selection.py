@@ -17,9 +17,10 @@ published (measured: README).
 
 With `select: worst_kind_motion` the realism that counts is that of the worse of the two kinds
 — unconditional samples and continuations — not their mean: early steps continue a prompt
-well but cannot yet draw a scene's first frame from nothing, later ones draw it and continue a
-prompt a little worse, and the mean cannot tell the two apart (measured: README), while the
-pipeline promises both.
+well but cannot yet draw a scene's first frame from nothing, later ones (with
+`transformer.frame_positions`) draw it and continue a shot they never saw worse, and the mean
+cannot tell the two apart (measured: README). On one training shot that later step costs the
+continuations more than it gives the unconditional samples, so the preset keeps the mean.
 
 The probe samples at `transformer.select_temperature` (set it to `sample.temperature`): the
 step that draws best at T = 1 is an early one that cannot yet draw a scene from nothing, while
