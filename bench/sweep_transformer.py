@@ -73,6 +73,8 @@ def score_samples(
     for kind, prompt in zip(("uncond", "cont"), prompts, strict=False):
         pick = sampler(generator=torch.Generator().manual_seed(0), **sample_kw)
         started = time.perf_counter()
+        if kind == "uncond" and models.opener is not None:  # its first frame, as `sample` draws it
+            prompt = generate(models.opener, prompt, layout.period, pick)
         new = latent * layout.period - prompt.shape[1] + 1
         tokens = generate(models.transformer, prompt, new, pick)
         result[f"{kind}_tokens_per_s"] = tokens[:, prompt.shape[1] :].numel() / (

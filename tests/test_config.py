@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from willie.config import DataConfig, PreprocessConfig, TokenizerConfig, load_section, parse_section
+from willie.config import (
+    DataConfig,
+    PreprocessConfig,
+    TokenizerConfig,
+    TransformerConfig,
+    load_section,
+    parse_section,
+)
 from willie.errors import WillieError
 
 
@@ -129,3 +136,16 @@ def test_tokenizer_spatial_downsample_reaches_the_architecture() -> None:
     )
     with pytest.raises(ValueError, match="spatial_downsample"):
         TokenizerConfig(spatial_downsample=2)
+
+
+def test_an_opening_model_needs_frame_positions_and_the_realism_probe() -> None:
+    with pytest.raises(WillieError, match=r"opening needs transformer\.frame_positions"):
+        parse_section("transformer", {"opening": True}, TransformerConfig)
+    with pytest.raises(WillieError, match="not val_bits"):
+        parse_section(
+            "transformer",
+            {"opening": True, "frame_positions": True, "select": "val_bits"},
+            TransformerConfig,
+        )
+    cfg = {"opening": True, "frame_positions": True, "select": "continuation_motion"}
+    assert parse_section("transformer", cfg, TransformerConfig).opening

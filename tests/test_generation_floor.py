@@ -74,6 +74,45 @@ def test_samples_look_more_like_the_film_than_decoded_noise(tiny_demo: Path) -> 
     assert samples > noise + 0.05, f"samples {samples:.3f} vs decoded random codes {noise:.3f}"
 
 
+def test_the_opening_model_is_the_step_that_draws_first_frames_best(
+    tiny_demo: Path, tmp_path: Path
+) -> None:
+    """transformer.opening: beside the model published by `select`, the run publishes the EMA
+    of the evaluated step whose first frames drawn from nothing scored best; its realism per
+    evaluation is a column of the realism curve."""
+    import csv
+    import json
+
+    cfg = TransformerConfig(
+        context=64, window=48, layers=2, heads=2, width=64, batch_size=8, max_steps=90,
+        lr=3e-3, warmup_steps=10, eval_every=30, frame_positions=True, opening=True,
+        select="continuation_motion", select_samples=2, select_frames=9,
+        checkpoint_every=1000, device="cpu",
+    )  # fmt: skip
+    out = tmp_path / "transformer"
+    metrics = train_transformer(
+        cfg, tiny_demo / "tokens", out, tmp_path / "plots",
+        tokenizer_dir=tiny_demo / "tokenizer", clips_dir=tiny_demo / "clips",
+    )  # fmt: skip
+    with open(tmp_path / "plots/transformer_val_realism.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [30, 60, 90]
+    best = max(rows, key=lambda r: float(r["opening"]))
+    assert metrics["opening_step"] == int(best["step"])
+    assert metrics["opening_realism"] == pytest.approx(float(best["opening"]), abs=1e-4)
+    assert metrics["best_step"] in {int(r["step"]) for r in rows}
+    assert json.loads((out / "opening/config.json").read_text())["step"] == int(best["step"])
+
+    def same(a: Path, b: Path) -> bool:
+        models = load_transformer(a).state_dict(), load_transformer(b).state_dict()
+        pairs = zip(models[0].values(), models[1].values(), strict=True)
+        return all(torch.equal(x, y) for x, y in pairs)
+
+    assert same(out / "opening", out) == (metrics["opening_step"] == metrics["best_step"])
+    # without `opening` the published model draws its own first frames
+    assert same(tiny_demo / "transformer/opening", tiny_demo / "transformer")
+
+
 def test_probe_motion_penalizes_frozen_and_flickering_samples() -> None:
     """The realism_motion criterion: realism counts in full only while the samples move
     0.5–2× as much as the tokenizer's reconstructions of real footage."""

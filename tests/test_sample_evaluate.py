@@ -193,3 +193,39 @@ def test_prompt_frames_in_the_videos_are_the_real_footage(gallery) -> None:
     inner = (slice(None), slice(b, -b), slice(b, -b))
     error = np.abs(shown[:5].astype(float) - real.astype(float))[inner].mean()
     assert error < 6, f"prompt frames differ from the real footage by {error:.1f} gray levels"
+
+
+def test_an_opening_model_draws_the_unconditional_first_latent_frame(
+    project: Path, tmp_path: Path
+) -> None:
+    """With `stages/transformer/opening` (`transformer.opening`) an unconditional sample's
+    first latent frame is drawn by it, first, from the run's generator, and the transformer
+    continues it; the step it came from is recorded."""
+    import shutil
+
+    import torch
+
+    from willie.transformer.generate import generate, sampler
+    from willie.transformer.model import load_transformer
+
+    stages = tmp_path / "stages"
+    shutil.copytree(project / "stages", stages)
+    main = load_transformer(stages / "transformer")
+    torch.manual_seed(7)  # other weights than the transformer's: its draws differ
+    opener = TokenTransformer(main.arch)
+    config = json.loads((stages / "transformer/config.json").read_text()) | {"step": 300}
+    save_artifact(stages / "transformer/opening", opener, config, "# opening")
+    cfg = SampleConfig(num_clips=2, frames=17, device="cpu", temperature=1.0, seed=3)
+    run_sample(cfg, *(stages / s for s in ("tokenizer", "transformer", "superres")),
+               project / "data/clips", tmp_path / "out")  # fmt: skip
+
+    bos = torch.full((2, 1), main.arch.bos)
+    pick = sampler(temperature=1.0, generator=torch.Generator().manual_seed(3))
+    expected = generate(opener.eval(), bos, 4, pick)[:, 1:]  # a latent frame: 2 × 2 tokens
+    by_main = generate(main, bos, 4, sampler(generator=torch.Generator().manual_seed(3)))[:, 1:]
+    assert not torch.equal(expected, by_main)
+    index = json.loads((tmp_path / "out/samples.json").read_text())
+    for row, sample in enumerate(index["samples"]):
+        tokens = np.load(tmp_path / "out" / sample["files"]["tokens"])  # [5 latent frames · 4]
+        assert tokens[:4].tolist() == expected[row].tolist()
+        assert sample["settings"]["opening_step"] == 300

@@ -242,6 +242,7 @@ def train_transformer(
     artifacts = (
         out / "MODEL_CARD.md",
         out / "config.json",
+        out / "opening",  # the model that draws an unconditional sample's first latent frame
         plots / "transformer_train_loss.csv",
         plots / "transformer_val_loss.csv",
         plots / "transformer_loss.png",

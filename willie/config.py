@@ -339,6 +339,13 @@ class TransformerConfig(TrainingSection):
         description="add a learned vector for the place in its latent frame that each input "
         "predicts (row and column, or sound slot): the scene's first frame knows where it draws",
     )
+    opening: bool = Field(
+        False,
+        description="publish, beside the model, the EMA weights of the evaluated step whose "
+        "drawn first frames look most like the film (`stages/transformer/opening`): they draw "
+        "an unconditional sample's first latent frame, the published model the rest (needs "
+        "frame_positions and a realism probe)",
+    )
     restarts: bool = Field(
         True, description="also train on every clip from the scene-start token (beginnings)"
     )
@@ -363,12 +370,15 @@ class TransformerConfig(TrainingSection):
         "`tokenize` made some: the corpus has a soundtrack)",
     )
     eval_windows: int = Field(64, ge=1, description="val windows for bits/token")
-    select: Literal["realism_motion", "worst_kind_motion", "realism", "val_bits"] = Field(
+    select: Literal[
+        "realism_motion", "worst_kind_motion", "continuation_motion", "realism", "val_bits"
+    ] = Field(
         "realism_motion",
         description="publish the evaluated step whose probe samples score best on realism "
         "while moving like the film (realism_motion), on the realism of the worse kind, "
-        "unconditional or continued, while moving (worst_kind_motion), on realism alone, or "
-        "the one with the lowest val bits/token",
+        "unconditional or continued, while moving (worst_kind_motion), on the continuations' "
+        "while moving (continuation_motion: with `opening`, every sample continues a frame "
+        "it did not draw), on realism alone, or the one with the lowest val bits/token",
     )
     select_samples: int = Field(
         4, ge=1, description="realism probe: unconditional samples, and as many continuations"
@@ -392,6 +402,17 @@ class TransformerConfig(TrainingSection):
             )
         if (self.width // self.heads) % 2:
             raise ValueError(f"transformer.width / heads = {self.width // self.heads} must be even")
+        if self.opening and not self.frame_positions:
+            raise ValueError(
+                "transformer.opening needs transformer.frame_positions: true (without a place "
+                "in the frame no step draws a first frame from nothing)"
+            )
+        if self.opening and self.select == "val_bits":
+            raise ValueError(
+                "transformer.opening picks its step by the realism probe's first frames: set "
+                "transformer.select to realism_motion, continuation_motion or another probe "
+                "criterion, not val_bits"
+            )
         if (self.select_frames - 1) % 4:
             raise ValueError(
                 f"transformer.select_frames must be 1 + 4k (5, 9, …, 49), got {self.select_frames}"

@@ -52,6 +52,10 @@ class Generator:
     latent_hw: tuple[int, int]  # tokens per latent frame: h × w
     size: tuple[int, int]  # the tokenizer's frame size
     codec: AudioTokenizer | None = None  # the sound's tokenizer, where the transformer has sound
+    # draws an unconditional sample's first latent frame (`stages/transformer/opening`; None
+    # for a transformer published before it: the transformer draws it)
+    opener: TokenTransformer | None = None
+    opener_step: int = -1  # the training step its weights are from
     audio_rate: int = 0
     steps_per_frame: int = 0  # audio token steps per video frame
 
@@ -158,6 +162,16 @@ def load_generator(
             )
     latent = config["latent_shape"]
     models = Generator(tokenizer, transformer, superres, (latent[1], latent[2]), (size, size))
+    if (transformer_dir / "opening" / "model.safetensors").is_file():
+        models.opener = load_transformer(transformer_dir / "opening", device)
+        models.opener_step = int(
+            load_artifact_config(transformer_dir / "opening", "train_transformer").get("step", -1)
+        )
+        if models.opener.arch != transformer.arch:
+            raise WillieError(
+                f"{transformer_dir / 'opening'} is not of {transformer_dir}'s architecture: "
+                "both are published by one run; re-run `dvc repro train_transformer`"
+            )
     symbols = transformer.arch.audio_symbols
     if symbols and audio_dir is not None:
         codec = load_audio_tokenizer(audio_dir, device)
@@ -263,7 +277,25 @@ def run_sample(
     per_frame = models.layout.period  # stream tokens per latent frame
     total_latent = models.latent_frames(cfg.frames)
     bos = models.transformer.arch.bos
-    groups = [Group("uncond", torch.full((cfg.num_clips, 1), bos, device=device))]
+    generator = torch.Generator().manual_seed(cfg.seed)
+    pick = sampler(
+        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, generator=generator
+    )
+    # The first latent frame (after BOS) is the anchor every later frame looks back to: an
+    # unconditional sample's is drawn with its own settings (a continuation's is its prompt),
+    # by the opening model where the run published one.
+    opening_temperature = cfg.opening_temperature or cfg.temperature
+    opening_top_p = cfg.opening_top_p or cfg.top_p
+    opening_pick = sampler(
+        temperature=opening_temperature, top_k=cfg.top_k, top_p=opening_top_p, generator=generator
+    )
+    started = time.perf_counter()
+    unconditional = Group("uncond", torch.full((cfg.num_clips, 1), bos, device=device))
+    if models.opener is not None:  # [B, 1 + period]: BOS and the first latent frame
+        prompt = generate(models.opener, unconditional.prompt, per_frame, opening_pick)
+        drawn = {"prompt": "none", "opening_step": models.opener_step}
+        unconditional = Group("uncond", prompt, where=[drawn] * cfg.num_clips)
+    groups = [unconditional]
     if cfg.prompt_frames:
         groups.append(prompted_group(models, cfg, Path(clips_dir), device))
     total_tokens = total_latent * per_frame * sum(g.size for g in groups)
@@ -279,25 +311,8 @@ def run_sample(
         ]
     )  # [B, longest]
     bos_column = torch.full((len(forced), 1), models.transformer.arch.bos, device=device)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    pick = sampler(
-        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, generator=generator
-    )
-    # The first latent frame (after BOS) is the anchor every later frame looks back to: an
-    # unconditional sample's is drawn with its own settings (a continuation's is its prompt).
-    opening_temperature = cfg.opening_temperature or cfg.temperature
-    opening_top_p = cfg.opening_top_p or cfg.top_p
-    opening = (
-        1 + per_frame,
-        sampler(
-            temperature=opening_temperature,
-            top_k=cfg.top_k,
-            top_p=opening_top_p,
-            generator=generator,
-        ),
-    )
+    opening = None if models.opener is not None else (1 + per_frame, opening_pick)
     samples: list[Sample] = []
-    started = time.perf_counter()
     bar, advance = _progress(total_tokens)
     with bar:
         rows = len(forced)

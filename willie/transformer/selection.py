@@ -22,6 +22,12 @@ well but cannot yet draw a scene's first frame from nothing, later ones (with
 cannot tell the two apart (measured: README). On one training shot that later step costs the
 continuations more than it gives the unconditional samples, so the preset keeps the mean.
 
+With `transformer.opening` the step whose drawn first frames look most like the film (the
+probe also draws a few first latent frames from nothing and scores them) is published too, to
+draw the first latent frame of unconditional samples: the later step that draws a scene from
+nothing is not the earlier one that continues a shot it never saw best, and each then does
+its part (`select: continuation_motion` picks the second by its continuations alone).
+
 The probe samples at `transformer.select_temperature` (set it to `sample.temperature`): the
 step that draws best at T = 1 is an early one that cannot yet draw a scene from nothing, while
 at the temperature samples are made with a later step draws better (measured: README).
@@ -50,7 +56,8 @@ PROMPT_FRAMES = 5  # real frames a continuation starts from: 2 latent frames
 MOTION_BAND = (0.5, 2.0)  # samples' frame change over real's: neither frozen nor flickering
 
 
-Select = Literal["realism_motion", "worst_kind_motion", "realism"]
+Select = Literal["realism_motion", "worst_kind_motion", "continuation_motion", "realism"]
+OPENINGS_PER_SAMPLE = 4  # first frames drawn per probe sample to score an opening model
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class ProbeScore:
     motion: float  # their frame change ÷ the tokenizer's reconstructions of real val clips
     unconditional: float = math.nan  # the realism of each kind of sample
     continuation: float = math.nan
+    opening: float = math.nan  # the realism of first frames drawn from nothing
 
     @property
     def motion_factor(self) -> float:
@@ -80,6 +88,8 @@ class ProbeScore:
             return self.realism
         if select == "realism_motion":
             return self.realism_in_motion
+        if select == "continuation_motion":
+            return self.continuation * self.motion_factor
         return self.worst_kind_in_motion
 
 
@@ -165,4 +175,19 @@ class RealismProbe:
             motion=float(np.mean(motion)) / max(self.real_motion, 1e-12),
             unconditional=float(scores[0].mean()),
             continuation=float(scores[1].mean()),
+            opening=self.opening_realism(model, seed),
         )
+
+    @torch.inference_mode()
+    def opening_realism(self, model: TokenTransformer, seed: int = 0) -> float:
+        """Mean realism of OPENINGS_PER_SAMPLE × `samples` first latent frames drawn from
+        BOS, each decoded alone (one frame: the causal tokenizer's first latent frame is the
+        clip's first frame): how well the model draws a scene from nothing."""
+        rows = OPENINGS_PER_SAMPLE * self.samples
+        bos = torch.full((rows, 1), model.arch.bos, device=self.device)
+        pick = sampler(temperature=self.temperature, generator=torch.Generator().manual_seed(seed))
+        tokens = generate(model, bos, self.layout.period, pick)
+        video, _ = self.layout.split(tokens[:, 1:])
+        codes = video.reshape(rows, 1, *self.latent_hw)
+        first = self.tokenizer.decode(codes).clamp(-1, 1)[:, 0, 0]  # [rows, H, W]
+        return float(match_frames(FrameStats.of(first.float().cpu()), self.reference).best.mean())

@@ -111,9 +111,10 @@ class BestWeights:
 
 class Curves:
     """Train and val loss (and val realism: all probe samples, the unconditional ones, the
-    continuations) per logged step; checkpointed with the run, so a resume keeps them."""
+    continuations, first frames drawn alone) per logged step; checkpointed with the run, so a
+    resume keeps them."""
 
-    REALISM = ("realism", "unconditional", "continuation")
+    REALISM = ("realism", "unconditional", "continuation", "opening")
 
     def __init__(self) -> None:
         self.rows: dict[str, list[list[float]]] = {"train": [], "val": [], "realism": []}
@@ -171,7 +172,10 @@ def train_transformer(
     clips_dir: str | Path = "data/clips",
     log: Log | None = None,
 ) -> dict[str, Any]:
-    """Train, then publish the EMA model (+ config and card) into `out_dir`.
+    """Train, then publish the EMA model (+ config and card) into `out_dir`, and the model
+    that draws an unconditional sample's first latent frame into `out_dir/opening`: with
+    `cfg.opening` the EMA of the step whose first frames looked most like the film, without
+    it the published model again.
 
     With `select: realism_motion` or `realism` the tokenizer (`tokenizer_dir`) and the clips
     (`clips_dir`) score samples at each evaluation (willie.transformer.selection)."""
@@ -189,7 +193,7 @@ def train_transformer(
         if "val_all_bits_per_token" in values:  # the same tokens as the training loss
             curves.add("val", step, values["val_all_bits_per_token"])
         if "val_realism" in values:
-            kinds = ("val_realism", "val_realism_unconditional", "val_realism_continuation")
+            kinds = ["val_realism", *(f"val_realism_{kind}" for kind in curves.REALISM[1:])]
             curves.add("realism", step, *(values[k] for k in kinds))
         if log is not None:
             log(values, step)
@@ -207,6 +211,7 @@ def train_transformer(
     engine.optimizer("transformer", net)
     ema = engine.ema("transformer_ema", net)
     best = BestWeights()
+    opening = BestWeights()  # the step that draws a first frame best (`cfg.opening`)
     probe = None
     if cfg.select != "val_bits":
         probe = RealismProbe(
@@ -221,6 +226,7 @@ def train_transformer(
         )
     engine.track("curves", curves)
     engine.track("best", best)
+    engine.track("opening", opening)
     engine.resume()
     trained_on = (
         TokenStreams(tokens_dir, "train", restarts=True, sound=cfg.sound)
@@ -280,10 +286,12 @@ def train_transformer(
                 "val_realism": score.realism,
                 "val_realism_unconditional": score.unconditional,
                 "val_realism_continuation": score.continuation,
+                "val_realism_opening": score.opening,
                 "val_motion": score.motion,
                 "val_realism_in_motion": score.realism_in_motion,
             }
             best.offer(-score.criterion(cfg.select), step, ema.module)
+            opening.offer(-score.opening, step, ema.module)
         else:
             best.offer(at_1x["all"][0], step, ema.module)
         return evaluations[step]
@@ -311,6 +319,8 @@ def train_transformer(
         "steps": engine.step,
         "train_seconds": round(seconds, 1),
     }
+    if cfg.opening:
+        metrics |= {"opening_step": opening.step, "opening_realism": -opening.cost}
     if engine.is_main:
         config = {
             "arch": arch.to_dict(),
@@ -318,6 +328,13 @@ def train_transformer(
             "clip_shape": list(manifest.clip_shape),
             "attention_backend": backend,
         }
-        save_artifact(out_dir, ema.module, config, model_card(cfg, arch, metrics, backend))
+        card = model_card(cfg, arch, metrics, backend)
+        save_artifact(out_dir, ema.module, config, card)
+        opener = ema.module
+        if cfg.opening:
+            opener = TokenTransformer(arch)
+            opener.load_state_dict(opening.weights)
+        step = metrics.get("opening_step", best.step)
+        save_artifact(out_dir / "opening", opener, config | {"step": step}, card)
         curves.write(plots_dir)
     return metrics
