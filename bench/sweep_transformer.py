@@ -31,12 +31,13 @@ from willie.evaluation.realism import FrameStats, RealFrames, match_frames, per_
 from willie.generation.sample import load_generator
 from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import TokenStreams
-from willie.transformer.generate import generate, sampler
+from willie.transformer.generate import draw_openings, generate, sampler
 from willie.transformer.selection import val_prompts
 from willie.transformer.train import train_transformer
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLING = ("temperature", "top_k", "top_p")  # sample-section keys a variant may override
+OPENING = ("opening_temperature", "opening_top_p", "opening_candidates")  # … for the first frame
 
 
 def parse(text: str) -> dict[str, object]:
@@ -70,11 +71,23 @@ def score_samples(
         prompts.append(torch.cat([prompts[0], prompt], 1))
     reference = FrameStats.of(corpus.frames)
     result: dict[str, float] = {}
+    opening = {k: sample_kw.pop(k) for k in OPENING}
     for kind, prompt in zip(("uncond", "cont"), prompts, strict=False):
-        pick = sampler(generator=torch.Generator().manual_seed(0), **sample_kw)
+        generator = torch.Generator().manual_seed(0)
+        pick = sampler(generator=generator, **sample_kw)
         started = time.perf_counter()
-        if kind == "uncond" and models.opener is not None:  # its first frame, as `sample` draws it
-            prompt = generate(models.opener, prompt, layout.period, pick)
+        if kind == "uncond":  # its first latent frame, as `sample` draws it
+            first = sampler(
+                generator=generator,
+                top_k=sample_kw["top_k"],
+                temperature=opening["opening_temperature"] or sample_kw["temperature"],
+                top_p=opening["opening_top_p"] or sample_kw["top_p"],
+            )
+            opener = models.opener or models.transformer
+            prompt = draw_openings(
+                opener, models.transformer, prompt, layout.period, first,
+                opening["opening_candidates"],
+            )  # fmt: skip
         new = latent * layout.period - prompt.shape[1] + 1
         tokens = generate(models.transformer, prompt, new, pick)
         result[f"{kind}_tokens_per_s"] = tokens[:, prompt.shape[1] :].numel() / (
@@ -132,7 +145,7 @@ def main() -> None:
     print(json.dumps({k: round(v, 3) for k, v in baseline.items()}))
     for variant in args.variants:
         overrides = parse(variant)
-        sample_kw = {k: overrides.pop(k, params["sample"][k]) for k in SAMPLING}
+        sample_kw = {k: overrides.pop(k, params["sample"][k]) for k in SAMPLING + OPENING}
         section = params["transformer"] | overrides | {"device": "cpu"}
         if args.steps:
             section["max_steps"] = args.steps

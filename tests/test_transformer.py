@@ -24,7 +24,14 @@ from willie.transformer.attention import (
 )
 from willie.transformer.baseline import copy_previous_baseline
 from willie.transformer.data import ScoringWindows, TokenStreams, TokenWindows, chain_clips
-from willie.transformer.generate import generate, generate_uncached, greedy, sampler
+from willie.transformer.generate import (
+    Pick,
+    draw_openings,
+    generate,
+    generate_uncached,
+    picture_nats,
+    sampler,
+)
 from willie.transformer.model import IGNORE, TokenTransformer, TransformerArch, load_transformer
 from willie.transformer.train import corrupt, own_draws, train_transformer
 
@@ -327,21 +334,29 @@ def test_sampler_respects_top_k_and_top_p():
     assert torch.equal(*seeded)
 
 
-def test_the_opening_pick_draws_only_the_positions_before_its_end():
+def test_openings_keep_the_draw_the_judge_finds_most_likely():
+    """draw_openings: each row's first tokens drawn K times by the opener; kept, the draw with
+    the fewest nats per picture code under the judge (one candidate: a plain draw)."""
     torch.manual_seed(1)
-    model = TokenTransformer(tiny_arch()).eval()
+    opener, judge = TokenTransformer(tiny_arch()).eval(), TokenTransformer(tiny_arch()).eval()
     prompt = torch.tensor([[24], [24]])
-    greedy_all = generate(model, prompt, 12)
-    hot = sampler(temperature=50.0, generator=torch.Generator().manual_seed(3))
-    opened = generate(model, prompt, 12, hot, opening=(5, greedy))
-    # positions 1-4 are the greedy ones (BOS at 0); from 5 on the hot sampler draws
-    assert torch.equal(opened[:, :5], greedy_all[:, :5])
-    assert not torch.equal(opened[:, 5:], greedy_all[:, 5:])
-    # without an opening the same sampler draws those first positions too
-    plain = generate(
-        model, prompt, 12, sampler(temperature=50.0, generator=torch.Generator().manual_seed(3))
-    )
-    assert not torch.equal(plain[:, :5], greedy_all[:, :5])
+
+    def hot() -> Pick:
+        return sampler(temperature=3.0, generator=torch.Generator().manual_seed(3))
+
+    plain = draw_openings(opener, judge, prompt, 8, hot())
+    assert torch.equal(plain, generate(opener, prompt, 8, hot()))
+    kept = draw_openings(opener, judge, prompt, 8, hot(), candidates=5)
+    drawn = generate(opener, prompt.repeat_interleave(5, 0), 8, hot()).reshape(2, 5, -1)
+    nats = picture_nats(judge, drawn.flatten(0, 1)).reshape(2, 5)
+    for row in range(2):
+        assert torch.equal(kept[row], drawn[row, nats[row].argmin()])
+        assert nats[row].min() < nats[row].mean()  # the candidates differ: a real choice
+    # picture_nats is the model's own loss on the row
+    ids, targets = drawn[0, :1, :-1], drawn[0, :1, 1:]
+    layout = judge.arch.layout
+    loss = judge(ids, targets, layout.anchors(ids, 0, 8), layout.slots(0, 8))
+    assert picture_nats(judge, drawn[0, :1])[0] == pytest.approx(float(loss), rel=1e-5)
 
 
 def test_clips_chain_where_one_ends_and_the_next_begins():

@@ -511,6 +511,13 @@ class SampleConfig(Section):
     opening_top_p: float | None = Field(
         None, gt=0, le=1, description="the stream's first latent frame; null: top_p"
     )
+    opening_candidates: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="first latent frames drawn per unconditional sample; kept: the one the "
+        "transformer finds most likely (the fewest nats per code)",
+    )
     seed: int = Field(0, ge=0)
     fps: float = Field(24.0, gt=0)
     upscale: bool = Field(True, description="run the super-resolution model on the samples")

@@ -37,7 +37,7 @@ from willie.tokenizer.model import VideoTokenizer, load_tokenizer
 from willie.tokenizer.tokenize import audio_groups, ungroup_audio
 from willie.training.checkpoint import load_artifact_config
 from willie.training.engine import resolve_device
-from willie.transformer.generate import generate, sampler
+from willie.transformer.generate import draw_openings, generate, sampler
 from willie.transformer.layout import StreamLayout
 from willie.transformer.model import TokenTransformer, load_transformer
 
@@ -282,19 +282,24 @@ def run_sample(
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, generator=generator
     )
     # The first latent frame (after BOS) is the anchor every later frame looks back to: an
-    # unconditional sample's is drawn with its own settings (a continuation's is its prompt),
-    # by the opening model where the run published one.
+    # unconditional sample's is drawn first, with its own settings (a continuation's is its
+    # prompt), by the opening model where the run published one, the best of
+    # `opening_candidates` draws by the transformer's likelihood.
     opening_temperature = cfg.opening_temperature or cfg.temperature
     opening_top_p = cfg.opening_top_p or cfg.top_p
     opening_pick = sampler(
         temperature=opening_temperature, top_k=cfg.top_k, top_p=opening_top_p, generator=generator
     )
     started = time.perf_counter()
-    unconditional = Group("uncond", torch.full((cfg.num_clips, 1), bos, device=device))
-    if models.opener is not None:  # [B, 1 + period]: BOS and the first latent frame
-        prompt = generate(models.opener, unconditional.prompt, per_frame, opening_pick)
-        drawn = {"prompt": "none", "opening_step": models.opener_step}
-        unconditional = Group("uncond", prompt, where=[drawn] * cfg.num_clips)
+    opener = models.opener or models.transformer  # [B, 1 + period]: BOS, first latent frame
+    bos_rows = torch.full((cfg.num_clips, 1), bos, device=device)
+    prompt = draw_openings(
+        opener, models.transformer, bos_rows, per_frame, opening_pick, cfg.opening_candidates
+    )
+    drawn: dict[str, Any] = {"prompt": "none"}
+    if models.opener is not None:
+        drawn["opening_step"] = models.opener_step
+    unconditional = Group("uncond", prompt, where=[drawn] * cfg.num_clips)
     groups = [unconditional]
     if cfg.prompt_frames:
         groups.append(prompted_group(models, cfg, Path(clips_dir), device))
@@ -311,7 +316,6 @@ def run_sample(
         ]
     )  # [B, longest]
     bos_column = torch.full((len(forced), 1), models.transformer.arch.bos, device=device)
-    opening = None if models.opener is not None else (1 + per_frame, opening_pick)
     samples: list[Sample] = []
     bar, advance = _progress(total_tokens)
     with bar:
@@ -323,7 +327,6 @@ def run_sample(
             pick,
             progress=lambda _: advance(rows),
             forced=forced,
-            opening=opening,
         )  # [B, 1 + total_latent · period]
         token_seconds = time.perf_counter() - started
     batch_row = 0
@@ -344,6 +347,7 @@ def run_sample(
                 "top_p": cfg.top_p,
                 "opening_temperature": opening_temperature,
                 "opening_top_p": opening_top_p,
+                "opening_candidates": cfg.opening_candidates,
                 **group.where[row],
                 "tokens": int(tokens.shape[1] - 1),
                 "tokens_per_s": round(new * rows / token_seconds, 1),

@@ -57,7 +57,6 @@ def generate(
     pick: Pick = greedy,
     progress: Progress | None = None,
     forced: Tensor | None = None,
-    opening: tuple[int, Pick] | None = None,
 ) -> Tensor:
     """prompt [B, P] (BOS first) -> [B, P + new_tokens], decoding from a rolling KV cache.
 
@@ -65,8 +64,6 @@ def generate(
     flat however far past the training context the sequence runs. `forced` [B, F] (F ≤
     new_tokens; −1 where free) fixes tokens after the prompt: rows with prompts of different
     lengths share one batch, each taking its own prompt's tokens until they run out.
-    `opening` (end, pick) draws the sequence's positions before `end` (BOS at 0) with its own
-    pick: e.g. the stream's first latent frame, the anchor every later frame looks back to.
     """
     B, P = prompt.shape
     # Preallocated: thousands of tiny live tensors would pin freed heap memory (RSS creep).
@@ -78,8 +75,7 @@ def generate(
     h = model.hidden(prompt, 0, caches, before)[:, -1]  # prefill: [B, C]
     for i in range(new_tokens):
         before = _frame_before(model, tokens, P + i)  # [B, K]: its place in the frames before
-        now = opening[1] if opening is not None and P + i < opening[0] else pick
-        chosen = model.sample_next(h, now, before, layout.is_audio(P + i))  # [B]
+        chosen = model.sample_next(h, pick, before, layout.is_audio(P + i))  # [B]
         if forced is not None and i < forced.shape[1]:
             chosen = torch.where(forced[:, i] >= 0, forced[:, i], chosen)
         tokens[:, P + i] = chosen
@@ -90,6 +86,46 @@ def generate(
             before = _frame_before(model, tokens, P + i + 1)[:, None]  # [B, 1, K]
             h = model.hidden(nxt, P + i, caches, before)[:, -1]
     return tokens
+
+
+@torch.inference_mode()
+def draw_openings(
+    opener: TokenTransformer,
+    judge: TokenTransformer,
+    prompt: Tensor,
+    new_tokens: int,
+    pick: Pick,
+    candidates: int = 1,
+) -> Tensor:
+    """prompt [B, P] -> [B, P + new_tokens]: each row's next tokens (e.g. an unconditional
+    sample's first latent frame, the anchor every later frame looks back to) drawn
+    `candidates` times by `opener`, keeping the draw `judge` (the model that continues it)
+    finds most likely: the fewest nats per picture code. Sample-and-rerank by the model's own
+    likelihood; no real frame takes part."""
+    drawn = generate(opener, prompt.repeat_interleave(candidates, 0), new_tokens, pick)
+    if candidates == 1:
+        return drawn
+    nats = picture_nats(judge, drawn).reshape(len(prompt), candidates)  # [B, K]
+    rows = drawn.reshape(len(prompt), candidates, -1)  # [B, K, P + new]
+    return rows[torch.arange(len(prompt)), nats.argmin(1)]
+
+
+@torch.inference_mode()
+def picture_nats(model: TokenTransformer, tokens: Tensor) -> Tensor:
+    """tokens [B, L] (BOS first) -> [B]: the mean nats per picture code after the first
+    position under `model` (sound positions are not counted)."""
+    layout = model.arch.layout
+    ids, targets = tokens[:, :-1], tokens[:, 1:]
+    L = ids.shape[1]
+    slots = layout.slots(0, L, tokens.device)
+    nats = []
+    for i in range(len(tokens)):  # one row at a time: `losses` sums over its batch
+        row = ids[i : i + 1]
+        summed, count = model.losses(row, targets[i : i + 1], layout.anchors(row, 0, L), slots)[
+            "video"
+        ]
+        nats.append(summed / count.clamp(min=1))
+    return torch.stack(nats)
 
 
 def _frame_before(model: TokenTransformer, tokens: Tensor, target: int) -> Tensor:
