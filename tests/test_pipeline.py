@@ -166,6 +166,12 @@ def test_dvc_repro_runs_every_stage(project: tuple[Path, dict[str, str]]) -> Non
     assert {"val_bits_per_token", "val_bits_per_token_2x"} <= set(transformer)
     assert {"val_audio_bits_per_token", "audio_baseline_val_bits_per_token"} <= set(transformer)
     assert {"val_sound_bits_per_token", "sound_baseline_val_bits_per_token"} <= set(transformer)
+    # the preset's opening model: the step whose first frames drew best, which `sample` used
+    opening = json.loads((root / "stages/transformer/opening/config.json").read_text())
+    assert opening["step"] == transformer["opening_step"] and transformer["opening_step"] > 0
+    index = json.loads((root / "stages/samples/samples.json").read_text())
+    drawn = [s["settings"] for s in index["samples"] if s["settings"]["prompt"] == "none"]
+    assert [d["opening_step"] for d in drawn] == [transformer["opening_step"]] * 2
     audio = json.loads((root / "metrics/audio_tokenizer.json").read_text())
     assert {"si_snr", "baseline_si_snr", "stft_distance_db"} <= set(audio)  # the film has sound
     assert (root / "stages/audio_tokenizer/recon.wav").stat().st_size > 1000
