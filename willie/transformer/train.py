@@ -335,6 +335,11 @@ def train_transformer(
             opener = TokenTransformer(arch)
             opener.load_state_dict(opening.weights)
         step = metrics.get("opening_step", best.step)
-        save_artifact(out_dir / "opening", opener, config | {"step": step}, card)
+        about = (
+            f"**The opening model**: the weights of step {step}, which draw the first latent "
+            "frame of unconditional samples (`transformer.opening`); the run below publishes "
+            f"step {best.step} beside it.\n\n"
+        )
+        save_artifact(out_dir / "opening", opener, config | {"step": step}, about + card)
         curves.write(plots_dir)
     return metrics
