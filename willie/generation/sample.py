@@ -1,6 +1,9 @@
 """The `sample` stage: new clips from the transformer, decoded by the tokenizers, upscaled.
 
-    BOS (+ the tokens of a real val clip's first `prompt_frames` frames, and of their sound)
+    BOS + the tokens of a real val clip's first `prompt_frames` frames (and of their sound),
+        or, unconditional, BOS + a first latent frame drawn by the opening model
+        (`stages/transformer/opening`), the best of `opening_candidates` draws by the
+        transformer's likelihood
       → transformer, KV-cached, temperature / top-k / top-p, one seed per sample
       → per latent frame: h × w picture tokens (+ its sound's tokens, where it learnt sound)
       → tokenizer.decode, the whole sequence in one pass (causal decoder: continuous across
