@@ -291,7 +291,8 @@ def train_transformer(
                 "val_realism_in_motion": score.realism_in_motion,
             }
             best.offer(-score.criterion(cfg.select), step, ema.module)
-            opening.offer(-score.opening, step, ema.module)
+            if cfg.opening:  # else no copy of the weights (nor in every checkpoint)
+                opening.offer(-score.opening, step, ema.module)
         else:
             best.offer(at_1x["all"][0], step, ema.module)
         return evaluations[step]
