@@ -53,6 +53,7 @@ TRAINING = {
     "batch": 2,
     "seed": None,  # another seed for this variant (noise level); default: the job's
     "synthetic": 0.0,  # share of training clips drawn from the synthetic cartoon instead
+    "bf16": False,  # train under bf16 autocast (measured in fp32), as `precision: bf16` does
 }
 ARCH_BASE = {"channels": 32, "channel_mults": (1, 2, 2, 4), "patch_size": 2, "levels": (8, 5, 5, 5)}
 
@@ -169,7 +170,9 @@ def run_one(job: dict) -> dict:
         batch = augment(batch, opts, gen).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        recon, _, _ = model(batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts["bf16"]):
+            recon, _, _ = model(batch)
+        recon = recon.float()
         if opts["loss"] == "l1":
             loss = (recon - batch).abs().mean()
         else:

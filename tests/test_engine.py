@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from willie.training.checkpoint import checkpoint_paths
-from willie.training.engine import Engine, StepBatchSampler, TrainSettings, cosine_with_warmup
+from willie.training.engine import (
+    Engine,
+    StepBatchSampler,
+    TrainSettings,
+    autocast,
+    cosine_with_warmup,
+    uses_bf16,
+)
 
 JOB = Path(__file__).with_name("engine_job.py")
 
@@ -159,3 +166,15 @@ def test_compile_wraps_every_module_but_those_that_opt_out(tmp_path: Path) -> No
     eager = engine.prepare("discriminator", torch.nn.Linear(2, 2), compile=False)
     assert hasattr(compiled, "_orig_mod")  # torch.compile's wrapper (compiles on first call)
     assert isinstance(eager, torch.nn.Linear)  # R1's double backward needs eager autograd
+
+
+def test_precision_auto_is_bf16_on_cuda_and_fp32_on_the_cpu_unless_asked() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert uses_bf16(cuda) and not uses_bf16(cuda, "fp32")
+    assert not uses_bf16(cpu) and uses_bf16(cpu, "bf16")
+    layer = torch.nn.Linear(4, 4)
+    with autocast(cpu, "bf16"):
+        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
+    with autocast(cpu):
+        assert layer(torch.ones(1, 4)).dtype == torch.float32
+    assert layer.weight.dtype == torch.float32  # the weights stay fp32: autocast casts copies

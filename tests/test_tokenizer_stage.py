@@ -24,6 +24,7 @@ from willie.errors import WillieError
 from willie.tokenizer import load_tokenizer
 from willie.tokenizer.tokenize import run_tokenize
 from willie.tokenizer.train import train_tokenizer
+from willie.training.engine import autocast
 
 TINY = {
     "size": 32,
@@ -105,10 +106,21 @@ def test_tokenize_writes_memory_mappable_tokens(
         assert manifest["clips"][split] == len(dataset) == metrics[f"clips_{split}"]
     # The stored tokens are what the tokenizer gives for the clip.
     first = ClipDataset(clips, "train", size=32)[0].unsqueeze(0)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(torch.device("cpu")):  # the stage's precision policy
         expected = load_tokenizer(trained[0]).encode(first)[0].numpy()
     train_tokens = np.load(tmp_path / "tokens" / "train" / "tokens.npy")
     np.testing.assert_array_equal(train_tokens[0], expected)
+
+
+def test_bf16_trains_the_tokenizer_and_its_gan_on_any_cpu(clips: Path, tmp_path: Path) -> None:
+    """precision: bf16 on the CPU (fast with AMX, emulated elsewhere): the generator, the
+    discriminator with its R1 penalty's double backward, and the FSQ kept in fp32."""
+    cfg = TokenizerConfig(**{**TINY, "max_steps": 6, "log_every": 1, "precision": "bf16"})
+    logged: list[dict[str, float]] = []
+    metrics = train_tokenizer(cfg, clips, tmp_path, log=lambda values, step: logged.append(values))
+    assert any("r1" in values for values in logged) and any("g_adv" in v for v in logged)
+    assert all(np.isfinite(v) for values in logged for v in values.values())
+    assert np.isfinite(metrics["psnr"]) and metrics["steps"] == 6
 
 
 def test_integer_levels_set_the_codebook(clips: Path, tmp_path: Path) -> None:

@@ -27,6 +27,10 @@ from willie.errors import WillieError
 
 PARAMS_FILE = "params.yaml"
 
+# Training and inference precision (willie.training.engine.uses_bf16): auto is bf16 autocast
+# on CUDA and fp32 on the CPU; bf16 forces it on the CPU too (fast where the CPU has AMX).
+Precision = Literal["auto", "fp32", "bf16"]
+
 
 class Section(BaseModel):
     """A `params.yaml` section: unknown keys and silent type coercions are errors."""
@@ -179,6 +183,9 @@ class TrainingSection(Section):
     eval_every: int = Field(0, ge=0, description="steps between val evaluations; 0: at the end")
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Precision = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; fp32 | bf16 force either"
+    )
     compile: bool = Field(False, description="torch.compile the model (pays off on GPU)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
 

@@ -133,7 +133,7 @@ def run_tokenize(
             )
             loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
             done = 0
-            with torch.inference_mode(), autocast(device):
+            with torch.inference_mode(), autocast(device, cfg.precision):
                 for transform in variants:
                     for clips in loader:
                         clips = apply_augmentation(

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from willie.config import Precision
 from willie.training.engine import autocast
 from willie.transformer.data import ScoringWindows, TokenStreams
 from willie.transformer.model import TokenTransformer
@@ -21,6 +22,7 @@ def bits_per_token(
     max_windows: int,
     batch_size: int,
     device: torch.device,
+    precision: Precision = "auto",
 ) -> dict[str, tuple[float, int]]:
     """Mean bits per predicted token and the count: "all", and per kind ("video", "audio", and
     "sound": the audio tokens that are not NOSOUND),
@@ -34,7 +36,7 @@ def bits_per_token(
     for start in range(0, len(picks), batch_size):
         batch = torch.stack([windows[int(i)] for i in picks[start : start + batch_size]])
         ids, targets, anchors, slots = batch.to(device).unbind(1)
-        with autocast(device):
+        with autocast(device, precision):
             parts = model.losses(ids, targets, anchors, slots)
         for kind, (summed, count) in parts.items():
             for key in (kind, "all") if kind != "sound" else (kind,):  # sound ⊂ audio

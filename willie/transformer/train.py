@@ -257,7 +257,11 @@ def train_transformer(
         """Val bits/token of the EMA weights at 1× and 2× the context (the pictures' tokens;
         the sound's and all of them where the stream has sound), and the realism of its
         samples; remembers the best by `cfg.select`."""
-        common = {"max_windows": cfg.eval_windows, "batch_size": cfg.batch_size}
+        common = {
+            "max_windows": cfg.eval_windows,
+            "batch_size": cfg.batch_size,
+            "precision": cfg.precision,
+        }
         at_1x = bits_per_token(ema.module, val_streams, cfg.context, device=engine.device, **common)
         at_2x = bits_per_token(
             ema.module, val_streams, 2 * cfg.context, device=engine.device, **common
