@@ -113,6 +113,23 @@ def test_untrained_model_is_bicubic_of_the_centre_frame() -> None:
     torch.testing.assert_close(out, bicubic_upsample(video, 2))
 
 
+def test_area_consistent_output_downsamples_to_its_input_and_is_nearer_the_original() -> None:
+    arch = SuperResArch(scale=2, frames=3, channels=8, blocks=1, area_consistent=True)
+    model = VideoSuperRes(arch)
+    original = random_video(2, 1, 4, 16, 24)
+    low = area_resize(original, (8, 12))
+    with torch.no_grad():
+        untrained = model(low)
+        # The projection onto the frames that area-downsample to `low`, which the original is
+        # one of: it can only come nearer the original than bicubic.
+        bicubic = bicubic_upsample(low, 2)
+        assert (untrained - original).square().sum() < (bicubic - original).square().sum()
+        torch.nn.init.normal_(model.conv_out.weight, std=0.1)  # a non-trivial residual
+        for out in (untrained, model(low)):
+            torch.testing.assert_close(area_resize(out, (8, 12)), low)
+    assert not torch.allclose(model(low), untrained)
+
+
 def test_neighbourhoods_replicate_the_clip_edges() -> None:
     video = torch.arange(5.0)[None, None, :, None, None].expand(1, 1, 5, 2, 2)  # frame t = t
     stacks = temporal_neighbourhoods(video, 3)

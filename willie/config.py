@@ -481,6 +481,11 @@ class SuperresConfig(TrainingSection):
     frames: int = Field(3, ge=1, description="neighbouring input frames per output frame (odd)")
     channels: int = Field(32, ge=8)
     blocks: int = Field(4, ge=1, description="residual blocks")
+    area_consistent: bool = Field(
+        False,
+        description="correct the bicubic base so that each output block averages to its input "
+        "pixel (the output area-downsamples to the input exactly)",
+    )
     crop: int = Field(64, ge=8, description="high-resolution training crop (pixels)")
     adv_weight: float = Field(0.0, ge=0, description="optional GAN loss weight (0: L1 only)")
     dihedral: bool = Field(

@@ -7,12 +7,17 @@
       → 2D conv net at low resolution: conv in, residual blocks, conv
       → pixel shuffle (×scale), conv at high resolution → residual [(B T), 1, h·s, w·s],
         minus its mean over each scale×scale block (it adds detail, never shifts the average)
-      → + bicubic up-sampling of the centre frame
+      → + bicubic up-sampling of the centre frame; with `area_consistent`, that up-sampling
+        corrected so that each scale×scale block averages to its low-res pixel
       → [B, 1, T, h·s, w·s]
 
-The last conv starts at zero, so an untrained model *is* bicubic and training only has to
-learn what bicubic misses. Every output frame depends on its own neighbourhood only, so a
-video can be upscaled in chunks of frames with exactly the result of one pass.
+The last conv starts at zero, so an untrained model *is* bicubic (area-consistent bicubic)
+and training only has to learn what bicubic misses. The correction never moves a block's
+average, so with `area_consistent` every output frame area-downsamples exactly to its input
+frame (before `upscale` clamps it to [-1, 1]): the part of the picture the low-res pixels
+determine is taken from them, and the network only draws the detail inside each block. Every
+output frame depends on its own neighbourhood only, so a video can be upscaled in chunks of
+frames with exactly the result of one pass.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class SuperResArch(ArtifactArch):
     frames: int = 3  # input frames per output frame (odd: the output sits at the centre)
     channels: int = 32  # width of the low-resolution conv net
     blocks: int = 4  # residual blocks
+    area_consistent: bool = False  # each output block averages to its input pixel
 
     def __post_init__(self) -> None:
         if self.scale < 2:
@@ -83,6 +89,28 @@ def bicubic_upsample(frames: Tensor, scale: int) -> Tensor:
     flat = frames.reshape(-1, 1, *frames.shape[-2:])
     up = F.interpolate(flat, scale_factor=scale, mode="bicubic", align_corners=False)
     return up.reshape(*lead, *up.shape[-2:])
+
+
+def block_means(frames: Tensor, scale: int) -> Tensor:
+    """[N, 1, H, W] → [N, 1, H/scale, W/scale]: each scale×scale block's average (area)."""
+    return F.avg_pool2d(frames, scale)
+
+
+def spread_blocks(values: Tensor, scale: int) -> Tensor:
+    """[N, 1, h, w] → [N, 1, h·scale, w·scale]: each value over its whole block (nearest)."""
+    return F.interpolate(values, scale_factor=scale, mode="nearest")
+
+
+def area_consistent_upsample(frames: Tensor, scale: int) -> Tensor:
+    """[N, 1, h, w] → bicubic ×scale with each block moved so that its average is its input
+    pixel: area-downsampling the result gives `frames` back exactly.
+
+    Bicubic alone does not: its blocks' averages differ from the pixels they came from (on the
+    film's unseen boat by enough to cost 0.28 dB of PSNR against the original). This is the
+    exact projection onto the frames that area-downsample to the input (one step of
+    back-projection with a nearest kernel, which for area down-sampling is exact)."""
+    up = bicubic_upsample(frames, scale)
+    return up + spread_blocks(frames - block_means(up, scale), scale)
 
 
 class ResBlock(nn.Module):
@@ -129,8 +157,7 @@ class VideoSuperRes(nn.Module):
         features = features + self.conv_mid(self.blocks(features))
         correction = self.conv_out(self.upsample(features))
         s = self.arch.scale
-        block_mean = F.avg_pool2d(correction, s)  # [N, 1, h, w]
-        return correction - F.interpolate(block_mean, scale_factor=s, mode="nearest")
+        return correction - spread_blocks(block_means(correction, s), s)
 
     def forward(self, video: Tensor, times: Sequence[int] | None = None) -> Tensor:
         """Upscale the frames `times` of `video` (all by default): [B, 1, len(times), H, W]."""
@@ -140,7 +167,8 @@ class VideoSuperRes(nn.Module):
         stacks = temporal_neighbourhoods(video, self.arch.frames, times)
         stacks = rearrange(stacks, "b t f h w -> (b t) f h w")
         centre = stacks[:, self.arch.radius : self.arch.radius + 1]  # [(b t), 1, h, w]
-        out = bicubic_upsample(centre, self.arch.scale) + self.residual(stacks)
+        upsample = area_consistent_upsample if self.arch.area_consistent else bicubic_upsample
+        out = upsample(centre, self.arch.scale) + self.residual(stacks)
         return rearrange(out, "(b t) 1 h w -> b 1 t h w", b=B)
 
     @torch.no_grad()

@@ -42,7 +42,11 @@ from willie.training.engine import Engine, Log, TrainSettings, step_generator
 
 def architecture(cfg: SuperresConfig) -> SuperResArch:
     return SuperResArch(
-        scale=cfg.scale, frames=cfg.frames, channels=cfg.channels, blocks=cfg.blocks
+        scale=cfg.scale,
+        frames=cfg.frames,
+        channels=cfg.channels,
+        blocks=cfg.blocks,
+        area_consistent=cfg.area_consistent,
     )
 
 
@@ -113,10 +117,15 @@ def model_card(
 ) -> str:
     (h, w), (H, W) = sizes
     losses = f"L1 + {cfg.adv_weight} × GAN (hinge D)" if cfg.adv_weight > 0 else "L1"
+    base = (
+        "bicubic up-sampling, each block moved to average to its input pixel,"
+        if arch.area_consistent
+        else "bicubic up-sampling"
+    )
     about = f"""A ×{arch.scale} video super-resolution network. Each output frame is predicted from
 {arch.frames} neighbouring low-resolution frames (the end frame repeated at a clip's ends) by a
 residual CNN ({arch.blocks} blocks, width {arch.channels}) with pixel-shuffle up-sampling, as a
-correction added to the bicubic up-sampling of the centre frame. Input: [B, 1, T, {h}, {w}] in
+correction added to the {base} of the centre frame. Input: [B, 1, T, {h}, {w}] in
 [-1, 1]; output: [B, 1, T, {H}, {W}]. Trained with {losses} on (area-downsampled, original)
 pairs of grayscale *Steamboat Willie* clips, {cfg.crop}-pixel crops (capped at the frame,
 rounded down to a multiple of {arch.scale}). Weights are the EMA of the trained weights."""
