@@ -1,6 +1,7 @@
 """Super-resolution throughput on this machine: training step and upscaling a clip.
 
     python bench/bench_superres.py [--size 128] [--channels 32] [--blocks 4] [--crop 64]
+                                   [--no-area-consistent]
 
 The training step is the stage's (L1, batch 8 of `crop`×`crop` crops with 3 input frames,
 backward, AdamW). Upscaling runs in inference mode on one 17-frame clip from size/2 to size.
@@ -24,9 +25,21 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument(
+        "--area-consistent",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the preset's area-consistent bicubic base (--no-area-consistent: plain bicubic)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
-    arch = SuperResArch(scale=2, frames=3, channels=args.channels, blocks=args.blocks)
+    arch = SuperResArch(
+        scale=2,
+        frames=3,
+        channels=args.channels,
+        blocks=args.blocks,
+        area_consistent=args.area_consistent,
+    )
     model = VideoSuperRes(arch)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     low_crop = args.crop // arch.scale
