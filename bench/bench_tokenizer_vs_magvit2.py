@@ -386,6 +386,15 @@ def unseen(
                     "seconds": [time_ours, time_peer],
                 }
             )
+            # A long run's points as they come: an interrupted run keeps what it measured.
+            r = rows[-1]
+            print(
+                f"{direction}: step {step + 1}  unseen PSNR ours {r['ours']['unseen']['psnr']:.2f}"
+                f" (train {r['ours']['train']['psnr']:.2f}) peer {r['peer']['unseen']['psnr']:.2f}"
+                f" (train {r['peer']['train']['psnr']:.2f}) dB  {time_ours:.0f}/{time_peer:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     augmentation = (
         f"mirror {'on' if ours.flip else 'off'} and shift ±{ours.shift} px for both"
         if ours.flip or ours.shift
