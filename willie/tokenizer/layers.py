@@ -24,11 +24,27 @@ def channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last_3d)
 
 
+# Under CPU bf16 autocast, oneDNN's 3D convolution returns a garbage weight gradient (1e31–1e36,
+# at random) when the input is 2 or fewer in every one of T, H and W (measured with torch
+# 2.13.0 on an AMD EPYC with avx512_bf16 and no AMX: a 3×3×3 conv of 128 channels on a
+# 2×2×2 input, 2 of 12 backward passes). Such inputs, which the discriminator's last levels
+# see on small clips, are computed in fp32: they cost nothing.
+TINY_BF16_INPUT = 2
+
+
 class Conv3d(nn.Conv3d):
     """`nn.Conv3d` whose output is channels-last: convolutions follow their weight's layout."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, channels_last(self.weight), self.bias)
+        weight = channels_last(self.weight)
+        if (
+            x.device.type == "cpu"
+            and max(x.shape[2:]) <= TINY_BF16_INPUT
+            and torch.is_autocast_enabled("cpu")
+        ):
+            with torch.autocast("cpu", enabled=False):
+                return self._conv_forward(x.float(), weight, self.bias)
+        return self._conv_forward(x, weight, self.bias)
 
 
 def space_to_depth(video: Tensor, patch: int) -> Tensor:
